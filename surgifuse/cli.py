@@ -1,0 +1,56 @@
+"""The ``surgifuse`` command: one sub-command per module in ``surgifuse.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines ``add_arguments(parser)`` and ``run(args) -> int``; imported lazily so that
+# ``surgifuse serve`` never imports torch and ``--help`` stays fast.
+COMMANDS = {
+    "fuse": "fuse a focal stack (image files, a folder or a multi-page TIFF) into one image",
+    "synth": "generate synthetic focal stacks with true all-in-focus image and depth",
+    "eval": "score fusion engines on focal stacks (PSNR/SSIM against truth, or no-reference metrics)",
+    "serve": "run the live service: capture, rolling focal stack, fusion, websocket stream",
+    "bench": "measure per-stage latency (p50/p95/p99) and throughput",
+    "train": "train the autoencoder or the Fusion Network (needs the 'train' extra: torch)",
+    "export": "export a trained model to ONNX",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="surgifuse", description="Real-time all-in-focus video for surgical microscopes.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=name)
+        try:
+            module = importlib.import_module(f"surgifuse.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"surgifuse.commands.{name}":
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"surgifuse {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"surgifuse.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        # Bad input: one clear line, no traceback.
+        print(f"surgifuse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

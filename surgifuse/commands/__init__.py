@@ -1,0 +1,1 @@
+"""Sub-commands of the ``surgifuse`` CLI, one module each (see ``surgifuse.cli``)."""

@@ -1,0 +1,80 @@
+"""The one interface every fusion engine implements (DESIGN.md section 2).
+
+An engine fuses a focal stack (K frames of one scene at K focus positions) into an all-in-focus
+image, a depth index map and a confidence map. Engines that stream split the work in two:
+``prepare_frame`` does the per-frame work once (focus measure, encoder features) and
+``fuse_prepared`` combines K prepared frames, so that a live buffer pays for one new frame per
+update, not K.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class FusionResult:
+    """What an engine returns.
+
+    Attributes
+    ----------
+    image : ndarray
+        The fused image, same shape and dtype as one input frame (HxW or HxWxC).
+    depth_index : ndarray of float32, HxW
+        Per pixel, the (sub-frame) index into the stack of the frame in focus there: 0..K-1.
+    confidence : ndarray of float32, HxW
+        Per pixel, in [0, 1]: how clearly one frame won (1 = clear winner, 0 = no information).
+    timings : dict
+        Milliseconds spent per stage, e.g. ``{"focus_measure": 2.1, "decision": 1.3}``.
+    """
+
+    image: np.ndarray
+    depth_index: np.ndarray
+    confidence: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """A fusion engine. Subclasses set ``name`` and implement the two streaming halves."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def prepare_frame(self, frame: np.ndarray) -> Any:
+        """Per-frame work that a live buffer caches beside the frame (its cost is paid once)."""
+
+    @abc.abstractmethod
+    def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any]) -> FusionResult:
+        """Fuse K frames given what ``prepare_frame`` returned for each, in the same order."""
+
+    def fuse(self, stack: Sequence[np.ndarray] | np.ndarray) -> FusionResult:
+        """Fuse a whole stack: K frames (a sequence, or an array with K first)."""
+        frames = validate_stack(stack)
+        return self.fuse_prepared(frames, [self.prepare_frame(f) for f in frames])
+
+
+def validate_stack(stack: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """Check a focal stack and return it as a list of C-contiguous frames.
+
+    Raises ``ValueError`` naming the problem: no frames, frames of different shapes or dtypes,
+    frames that are not 2-D (grey) or 3-D (HxWxC).
+    """
+    frames = list(stack)
+    if not frames:
+        raise ValueError("a focal stack needs at least one frame, got 0")
+    first = np.asarray(frames[0])
+    if first.ndim not in (2, 3):
+        raise ValueError(f"frame 0 must be HxW or HxWxC, got shape {first.shape}")
+    out = []
+    for i, f in enumerate(frames):
+        f = np.asarray(f)
+        if f.shape != first.shape:
+            raise ValueError(f"frame {i} has shape {f.shape}, frame 0 has {first.shape}: all frames must match")
+        if f.dtype != first.dtype:
+            raise ValueError(f"frame {i} has dtype {f.dtype}, frame 0 has {first.dtype}: all frames must match")
+        out.append(np.ascontiguousarray(f))
+    return out
