@@ -1,0 +1,494 @@
+"""Global alignment of focal-stack frames: one similarity transform (scale, rotation, shift) per frame.
+
+Eye motion shifts and rotates the view; a microscope's magnification drifts with focus ("focus
+breathing", about 1% across a sweep). Each frame is registered to a reference frame on reduced grey
+images: phase correlation (Kuglin & Hines 1975) finds the shift, then inverse-compositional
+Lucas-Kanade (Baker & Matthews, IJCV 2004) refines a 4-parameter similarity on a two-level pyramid,
+on images normalised to zero mean and unit variance like ECC (Evangelidis & Psarakis, PAMI 2008).
+A Gaussian blur (a real, positive transfer function) leaves the Fourier phase untouched and the
+criteria ignore brightness/contrast, which makes both steps robust to the defocus difference
+between frames focused at different depths. See docs/alignment.md for measured accuracy and cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .engines.base import validate_stack
+
+DEFAULT_MAX_SIDE = 320
+# Below this many pixels per side the correlation surface has too few samples to trust.
+MIN_SIDE = 16
+# A half-size pyramid level is added when it keeps at least this many pixels per side.
+_MIN_LEVEL_SIDE = 32
+# align_stack leaves a frame unresampled when no pixel would move by more than this (pixels).
+_NEGLIGIBLE_MOTION_PX = 0.05
+_INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                   "lanczos": cv2.INTER_LANCZOS4}
+# Lucas-Kanade stops when an update moves no pixel by more than this (reduced pixels).
+_TOLERANCE_PX = 0.01
+
+
+@dataclass(frozen=True)
+class SimilarityTransform:
+    """A 2-D similarity ``p_ref = scale * R(rotation) @ p_moving + (tx, ty)`` in pixel coordinates.
+
+    Pixel centres sit at integer coordinates, origin at the top-left pixel (OpenCV's convention),
+    so ``matrix`` can be passed straight to ``cv2.warpAffine``.
+
+    Attributes
+    ----------
+    scale : float
+        Magnification of the moving frame's content onto the reference (1 = none).
+    rotation : float
+        Radians; positive turns the x axis towards +y, i.e. clockwise as displayed (y points
+        down). ``cv2.getRotationMatrix2D`` uses the opposite sign.
+    tx, ty : float
+        Translation in pixels of the reference frame.
+    score : float
+        How well the frames matched when estimated: normalised correlation of the registered
+        reduced images, in [-1, 1]; NaN if unknown or if only the shift could be estimated.
+        Not part of equality.
+    """
+
+    scale: float = 1.0
+    rotation: float = 0.0
+    tx: float = 0.0
+    ty: float = 0.0
+    score: float = field(default=float("nan"), compare=False)
+
+    @classmethod
+    def identity(cls) -> "SimilarityTransform":
+        return cls()
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray, *, score: float = float("nan")) -> "SimilarityTransform":
+        """The similarity nearest (least squares) to a 2x3 affine ``matrix``."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape not in ((2, 3), (3, 3)):
+            raise ValueError(f"matrix must be 2x3 or 3x3, got shape {m.shape}")
+        a = 0.5 * (m[0, 0] + m[1, 1])
+        b = 0.5 * (m[1, 0] - m[0, 1])
+        scale = math.hypot(a, b)
+        if not scale > 0:
+            raise ValueError("matrix has no similarity part (zero scale)")
+        return cls(scale=float(scale), rotation=float(math.atan2(b, a)), tx=float(m[0, 2]), ty=float(m[1, 2]), score=score)
+
+    @classmethod
+    def about_point(
+        cls, *, scale: float = 1.0, rotation: float = 0.0, center: tuple[float, float] = (0.0, 0.0),
+        shift: tuple[float, float] = (0.0, 0.0),
+    ) -> "SimilarityTransform":
+        """Scale and rotate about ``center`` (x, y), then shift: how focus breathing acts about the
+        optical axis."""
+        c, s = scale * math.cos(rotation), scale * math.sin(rotation)
+        cx, cy = center
+        tx = cx - (c * cx - s * cy) + shift[0]
+        ty = cy - (s * cx + c * cy) + shift[1]
+        return cls(scale=scale, rotation=rotation, tx=tx, ty=ty)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """2x3 float64 matrix mapping moving-frame coordinates to reference coordinates."""
+        c, s = self.scale * math.cos(self.rotation), self.scale * math.sin(self.rotation)
+        return np.array([[c, -s, self.tx], [s, c, self.ty]], dtype=np.float64)
+
+    @property
+    def matrix3(self) -> np.ndarray:
+        """The same as a 3x3 homogeneous matrix."""
+        return np.vstack([self.matrix, [0.0, 0.0, 1.0]])
+
+    def inverse(self) -> "SimilarityTransform":
+        """The transform mapping reference coordinates back to the moving frame."""
+        return SimilarityTransform.from_matrix(np.linalg.inv(self.matrix3), score=self.score)
+
+    def compose(self, other: "SimilarityTransform") -> "SimilarityTransform":
+        """``self ∘ other``: apply ``other`` first, then ``self`` (chain frame i -> j -> reference)."""
+        return SimilarityTransform.from_matrix(self.matrix3 @ other.matrix3)
+
+    __matmul__ = compose
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Map an (N, 2) array of (x, y) moving-frame points to reference coordinates."""
+        p = np.asarray(points, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise ValueError(f"points must be (N, 2), got shape {p.shape}")
+        return p @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+    def max_displacement(self, shape: tuple[int, ...]) -> float:
+        """Largest distance (pixels) any pixel of an image of ``shape`` moves: a size-aware norm."""
+        h, w = shape[:2]
+        corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.float64)
+        return float(np.max(np.linalg.norm(self.apply(corners) - corners, axis=1)))
+
+
+@dataclass(frozen=True)
+class AlignmentImage:
+    """A frame reduced for registration: grey float32 with at most ``max_side`` pixels per side.
+
+    A live buffer computes it once per frame (``prepare_alignment``) and keeps it beside the frame.
+    ``factor`` is the integer reduction: reduced pixel ``x_r`` covers full pixels
+    ``factor * x_r .. factor * x_r + factor - 1``.
+    """
+
+    image: np.ndarray
+    full_shape: tuple[int, int]
+    factor: int = 1
+
+
+def prepare_alignment(frame: np.ndarray, *, max_side: int = DEFAULT_MAX_SIDE) -> AlignmentImage:
+    """Reduce a frame (HxW or HxWxC, uint8/uint16/float) to the grey image the estimator uses.
+
+    Area averaging (``cv2.INTER_AREA``) is both the cheapest reduction that does not alias and the
+    one that dominates the cost at 1080p, so it runs on the grey image after one colour conversion.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim not in (2, 3):
+        raise ValueError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+    if max_side < MIN_SIDE:
+        raise ValueError(f"max_side must be at least {MIN_SIDE}, got {max_side}")
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"frame {w}x{h} is too small to align: each side needs at least {MIN_SIDE} pixels")
+    # An integer factor on a crop to a multiple of it takes OpenCV's block-average fast path:
+    # 0.6 ms instead of 3.3 ms for 1080p -> 320x180 (measured); the dropped < factor edge pixels
+    # do not matter for a global transform.
+    factor = max(1, math.ceil(max(h, w) / max_side))
+    rh, rw = h // factor, w // factor
+    if min(rh, rw) < MIN_SIDE:
+        factor = max(1, min(h, w) // MIN_SIDE)
+        rh, rw = h // factor, w // factor
+    grey = _to_grey(frame[: rh * factor, : rw * factor])
+    if factor > 1:
+        grey = cv2.resize(grey, (rw, rh), interpolation=cv2.INTER_AREA)
+    grey = grey.astype(np.float32, copy=False)
+    if frame.dtype == np.uint16:
+        grey *= np.float32(255.0 / 65535.0)
+    return AlignmentImage(image=np.ascontiguousarray(grey), full_shape=(h, w), factor=factor)
+
+
+def estimate_similarity(
+    reference: np.ndarray | AlignmentImage,
+    moving: np.ndarray | AlignmentImage,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    iterations: int = 30,
+    sigma: float = 1.0,
+) -> SimilarityTransform:
+    """Estimate the similarity mapping ``moving`` onto ``reference``.
+
+    Parameters
+    ----------
+    reference, moving : ndarray or AlignmentImage
+        Frames of one shape (HxW or HxWxC), or what ``prepare_alignment`` made of them.
+    max_side : int
+        Frames are reduced so that their longer side is at most this; the transform is returned
+        in full-resolution pixels.
+    iterations : int
+        Cap on Lucas-Kanade iterations per pyramid level (it usually stops after 3-6, when an
+        update moves no pixel by more than 0.01 reduced pixel).
+    sigma : float
+        Gaussian blur (reduced pixels) applied to both images before registration; 0 disables it.
+
+    Returns
+    -------
+    SimilarityTransform
+        Maps moving-frame pixel coordinates to reference coordinates; ``warp(moving, t)`` lays the
+        moving frame over the reference. ``score`` holds the final normalised correlation.
+
+    Notes
+    -----
+    If the refinement cannot run or diverges (a flat image, a shift too large for the margin),
+    the phase-correlation shift alone is returned, with ``score`` NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ref = cv2.GaussianBlur(rng.random((128, 160)).astype(np.float32), (0, 0), 2)
+    >>> moving = np.roll(ref, (3, -5), axis=(0, 1))
+    >>> t = estimate_similarity(ref, moving)
+    >>> round(t.tx), round(t.ty), round(t.scale, 3)
+    (5, -3, 1.0)
+    """
+    ref = reference if isinstance(reference, AlignmentImage) else prepare_alignment(reference, max_side=max_side)
+    mov = moving if isinstance(moving, AlignmentImage) else prepare_alignment(moving, max_side=max_side)
+    if ref.full_shape != mov.full_shape:
+        raise ValueError(
+            f"reference is {ref.full_shape[1]}x{ref.full_shape[0]} but moving is "
+            f"{mov.full_shape[1]}x{mov.full_shape[0]}: frames must have one size"
+        )
+    if ref.image.shape != mov.image.shape:
+        raise ValueError(f"reduced images differ in shape {ref.image.shape} vs {mov.image.shape}: prepare both with one max_side")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    reduced = _estimate_reduced(ref.image, mov.image, iterations=int(iterations), sigma=float(sigma))
+    return _to_full_resolution(reduced, ref)
+
+
+def warp(
+    frame: np.ndarray,
+    transform: SimilarityTransform,
+    *,
+    interpolation: str = "linear",
+    return_mask: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Resample ``frame`` into reference coordinates: ``out(p) = frame(transform⁻¹(p))``.
+
+    ``interpolation`` is "linear" (fastest: 11 ms for 1080p RGB here), "cubic" (29 ms) or
+    "lanczos" (Lanczos-4, 156 ms), which keep more of the fine detail that the focus measure
+    needs (see ``align_stack``), or "nearest".
+
+    Same shape and dtype as ``frame``. Pixels that come from outside the frame repeat its border
+    (``BORDER_REPLICATE``), so no black wedge enters the fusion; ``return_mask=True`` also returns
+    a bool HxW mask that is True where the pixel came from inside the frame.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim not in (2, 3):
+        raise ValueError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+    if not isinstance(transform, SimilarityTransform):
+        raise TypeError(f"transform must be a SimilarityTransform, got {type(transform).__name__}")
+    flags = _INTERPOLATIONS.get(interpolation)
+    if flags is None:
+        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {interpolation!r}")
+    h, w = frame.shape[:2]
+    m = transform.matrix
+    if frame.ndim == 3 and frame.shape[2] > 4:
+        out = np.stack([_warp_plane(frame[..., c], m, flags) for c in range(frame.shape[2])], axis=-1)
+    else:
+        out = _warp_plane(frame, m, flags)
+    if not return_mask:
+        return out
+    mask = cv2.warpAffine(np.ones((h, w), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out, mask.astype(bool)
+
+
+def align_stack(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    *,
+    reference: str | int = "middle",
+    max_side: int = DEFAULT_MAX_SIDE,
+    interpolation: str = "lanczos",
+) -> tuple[list[np.ndarray], list[SimilarityTransform]]:
+    """Align every frame of a focal stack to one reference frame.
+
+    Parameters
+    ----------
+    frames : sequence of ndarray
+        K frames of one shape and dtype.
+    reference : "middle", "first", "last" or int
+        The frame the others are mapped onto; ``"middle"`` is index ``K // 2``.
+    max_side : int
+        Reduction for the estimator (see ``estimate_similarity``).
+    interpolation : {"lanczos", "cubic", "linear", "nearest"}
+        Resampling of the warped frames. Resampling low-passes a frame, which lowers its focus
+        measure against the unwarped reference and softens what it contributes: on 14 synthetic
+        stacks with 1% breathing and 4 px motion, the classical engine's PSNR fell against the
+        still stacks by 0.59 dB after Lanczos-4 warping (the default: the offline path favours
+        quality), 0.90 dB after cubic (5x faster) and 2.8 dB after bilinear (docs/alignment.md).
+
+    Returns
+    -------
+    aligned : list of ndarray
+        The frames in reference coordinates. The reference, and any frame that no pixel of
+        moves by 0.05 px or more, is passed through unchanged (not copied, not resampled).
+    transforms : list of SimilarityTransform
+        Per frame, moving -> reference (identity for the reference).
+    """
+    stack = validate_stack(frames)
+    k = len(stack)
+    ref_index = _reference_index(reference, k)
+    prepared = [prepare_alignment(f, max_side=max_side) for f in stack]
+    transforms = []
+    aligned = []
+    for i, frame in enumerate(stack):
+        if i == ref_index:
+            t = SimilarityTransform.identity()
+            aligned.append(frame)
+        else:
+            t = estimate_similarity(prepared[ref_index], prepared[i])
+            # Resampling blurs; below this motion it would cost more detail than it restores.
+            needs_warp = t.max_displacement(frame.shape) >= _NEGLIGIBLE_MOTION_PX
+            aligned.append(warp(frame, t, interpolation=interpolation) if needs_warp else frame)
+        transforms.append(t)
+    return aligned, transforms
+
+
+# ----------------------------------------------------------------------------------------- internals
+
+
+def _reference_index(reference: str | int, k: int) -> int:
+    if isinstance(reference, str):
+        named = {"middle": k // 2, "first": 0, "last": k - 1, "newest": k - 1}
+        if reference not in named:
+            raise ValueError(f"reference must be 'middle', 'first', 'last' or a frame index, got {reference!r}")
+        return named[reference]
+    if isinstance(reference, (bool, np.bool_)) or not isinstance(reference, (int, np.integer)):
+        raise TypeError(f"reference must be a string or an int, got {type(reference).__name__}")
+    if not -k <= reference < k:
+        raise ValueError(f"reference index {reference} is outside a stack of {k} frames")
+    return int(reference) % k
+
+
+def _to_grey(frame: np.ndarray) -> np.ndarray:
+    """Grey image in the frame's own dtype where OpenCV supports it (8U, 16U, 32F), else float32."""
+    img = frame
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        img = img.astype(np.float32)
+    if img.ndim == 3:
+        c = img.shape[2]
+        if c == 1:
+            img = img[..., 0]
+        elif c == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        elif c == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_RGBA2GRAY)
+        else:
+            img = img.mean(axis=2, dtype=np.float32)
+    return img
+
+
+def _warp_plane(img: np.ndarray, m: np.ndarray, flags: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _estimate_reduced(ref: np.ndarray, mov: np.ndarray, *, iterations: int, sigma: float) -> SimilarityTransform:
+    """Similarity moving -> reference between two reduced grey images, in reduced pixels.
+
+    Phase correlation on a half-size level gives the shift; Lucas-Kanade refines a similarity on
+    the half-size level, then on the reduced level.
+    """
+    levels = [(ref, mov)]
+    if min(ref.shape) >= 2 * _MIN_LEVEL_SIDE:
+        levels.append((_half(ref), _half(mov)))
+    coarse_ref, coarse_mov = levels[-1]
+    h, w = coarse_ref.shape
+    window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    # OpenCV 5.0's phaseCorrelate multiplies its inputs by the window in place: pass copies, or the
+    # cached reduced frames of a live buffer get corrupted (measured).
+    (dx, dy), _response = cv2.phaseCorrelate(coarse_ref.copy(), coarse_mov.copy(), window)
+    # phaseCorrelate(ref, mov) returns d with mov(x) ~ ref(x - d); the warp below maps ref -> mov.
+    ref_to_mov = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+    shift_only = ref_to_mov
+    score = float("nan")
+    for level, (r, m) in reversed(list(enumerate(levels))):
+        try:
+            ref_to_mov, score = _lucas_kanade_similarity(r, m, ref_to_mov, iterations=iterations, sigma=sigma)
+        except _RegistrationFailed:
+            ref_to_mov, score = shift_only, float("nan")
+            break
+        if level:
+            ref_to_mov = _rescale(ref_to_mov, 2.0)
+            shift_only = _rescale(shift_only, 2.0)
+    if not np.all(np.isfinite(ref_to_mov)):
+        ref_to_mov, score = shift_only, float("nan")
+    return SimilarityTransform.from_matrix(ref_to_mov, score=score).inverse()
+
+
+class _RegistrationFailed(Exception):
+    pass
+
+
+def _lucas_kanade_similarity(
+    ref: np.ndarray, mov: np.ndarray, ref_to_mov: np.ndarray, *, iterations: int, sigma: float
+) -> tuple[np.ndarray, float]:
+    """Inverse-compositional Lucas-Kanade (Baker & Matthews, IJCV 2004) for a similarity warp.
+
+    Both images are blurred by ``sigma``, then normalised to zero mean and unit variance over the
+    compared region (as ECC does), so a global brightness or contrast change between frames does
+    not bias the estimate. The region excludes a margin wide enough for the border pixels that the
+    warp pulls from outside the moving frame. Returns the refined 3x3 ref -> mov warp and the
+    normalised correlation of the compared region.
+    """
+    h, w = ref.shape
+    if sigma > 0:
+        ref = cv2.GaussianBlur(ref, (0, 0), sigma)
+        mov = cv2.GaussianBlur(mov, (0, 0), sigma)
+    half_diag = 0.5 * math.hypot(w, h)
+    # Room for the current warp, a further 2% scale/rotation change, and the blur's reach.
+    margin = int(math.ceil(_displacement(ref_to_mov, w, h) + 0.02 * half_diag + 2.0 * sigma)) + 1
+    if min(h, w) - 2 * margin < _MIN_LEVEL_SIDE // 2:
+        raise _RegistrationFailed
+    crop = (slice(margin, h - margin), slice(margin, w - margin))
+    template = _normalise(ref[crop])
+    # Steepest-descent images for p = (a, b, tx, ty), warp [[1+a, -b, tx], [b, 1+a, ty]] about the centre.
+    gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
+    gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
+    cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
+    xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
+    ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
+    steepest = np.stack([gx * xs + gy * ys, gy * xs - gx * ys, gx, gy]).reshape(4, -1)
+    ref_std = float(ref[crop].std())
+    if ref_std < 1e-6:  # a flat image: nothing to register
+        raise _RegistrationFailed
+    steepest /= ref_std  # gradient of the normalised template
+    hessian = steepest @ steepest.T
+    if not np.all(np.isfinite(hessian)) or np.linalg.cond(hessian) > 1e12:
+        raise _RegistrationFailed
+    hessian_inv = np.linalg.inv(hessian)
+    centre = np.array([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
+    centre_inv = np.linalg.inv(centre)
+    warp_matrix = np.array(ref_to_mov, dtype=np.float64)
+    error = None
+    for _ in range(iterations):
+        warped = cv2.warpAffine(
+            mov, warp_matrix[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+        error = (_normalise(warped[crop]) - template).reshape(-1)
+        a, b, tx, ty = hessian_inv @ (steepest @ error)
+        step = centre @ np.array([[1.0 + a, -b, tx], [b, 1.0 + a, ty], [0.0, 0.0, 1.0]]) @ centre_inv
+        warp_matrix = warp_matrix @ np.linalg.inv(step)
+        if not np.all(np.isfinite(warp_matrix)):
+            raise _RegistrationFailed
+        if (abs(a) + abs(b)) * half_diag + abs(tx) + abs(ty) < _TOLERANCE_PX:
+            break
+    # For unit-variance images, correlation = 1 - mean squared difference / 2.
+    score = 1.0 - 0.5 * float(np.mean(error * error)) if error is not None else float("nan")
+    return warp_matrix, score
+
+
+def _normalise(img: np.ndarray) -> np.ndarray:
+    std = float(img.std())
+    return (img - float(img.mean())) / (std if std > 1e-6 else 1.0)
+
+
+def _displacement(matrix3: np.ndarray, w: int, h: int) -> float:
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64)
+    moved = corners @ matrix3[:2].T
+    return float(np.max(np.hypot(*(moved - corners[:, :2]).T)))
+
+
+def _half(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape
+    return cv2.resize(img[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
+def _rescale(matrix3: np.ndarray, factor: float) -> np.ndarray:
+    """Express a 3x3 warp given on an image reduced by ``factor`` in the larger image's pixels."""
+    # cv2.resize aligns pixel centres: x_small = (x_large + 0.5) / factor - 0.5.
+    to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(to_small) @ matrix3 @ to_small
+
+
+def _to_full_resolution(t: SimilarityTransform, prepared: AlignmentImage) -> SimilarityTransform:
+    full = _rescale(t.matrix3, float(prepared.factor))
+    return SimilarityTransform.from_matrix(full, score=t.score)
+
+
+__all__ = [
+    "SimilarityTransform",
+    "AlignmentImage",
+    "prepare_alignment",
+    "estimate_similarity",
+    "warp",
+    "align_stack",
+    "DEFAULT_MAX_SIDE",
+]

@@ -1,0 +1,253 @@
+"""The rolling focal stack of a live stream: the last K frames with each frame's cached engine work.
+
+A ring of fixed capacity: ``push`` is O(1) plus one ``engine.prepare_frame`` of the new frame (for
+the classical engine its focus map), so that ``fuse`` after each push costs one frame's
+preparation and one decision pass, not K focus maps (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .engines.base import Engine, FusionResult
+
+
+class FocalStackBuffer:
+    """The last ``capacity`` frames, oldest first, with their prepared data and metadata.
+
+    Parameters
+    ----------
+    capacity : int
+        K, the stack size (>= 1). A push into a full buffer drops the oldest frame.
+    engine : Engine, optional
+        Prepares each frame once at push and fuses; default ``ClassicalEngine()``.
+    align : bool
+        Warp each new frame onto the newest frame already in the buffer before insertion
+        (``surgifuse.align``: similarity transform, for eye motion and focus breathing). The
+        transform is estimated between the raw new frame and the raw newest frame (each reduced
+        once, at its push) and chained onto the newest frame's own transform, so that all frames
+        share the coordinates of the buffer's anchor frame and each is resampled only once.
+    max_drift : float
+        With ``align``: when the chained transform moves some pixel by more than this fraction of
+        the frame's longer side (the view has wandered), the buffer restarts from the new frame,
+        unwarped, so that the display follows the eye instead of a stale anchor.
+    interpolation : {"linear", "cubic", "lanczos"}
+        How aligned frames are resampled. "linear" is the fastest (11 ms at 1080p RGB) but softens
+        fine detail: on synthetic fundus stacks it scored 0.8 dB below "lanczos" (156 ms).
+
+    Notes
+    -----
+    Not thread-safe: the live pipeline pushes and fuses from its one processing thread. Use one
+    buffer per thread, or guard ``push``/``fuse``/``clear`` with a lock.
+
+    The buffer keeps a reference to each pushed array (no copy): a source that reuses its frame
+    memory must push a copy (``push(frame.copy())``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> buf = FocalStackBuffer(3)
+    >>> for i in range(5):
+    ...     buf.push(np.full((16, 16, 3), i, np.uint8), meta={"seq": i})
+    >>> len(buf), buf.full, [m["seq"] for m in buf.metas]
+    (3, True, [2, 3, 4])
+    >>> buf.fuse().image.shape
+    (16, 16, 3)
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        engine: Engine | None = None,
+        align: bool = False,
+        max_drift: float = 0.1,
+        interpolation: str = "linear",
+    ) -> None:
+        if isinstance(capacity, (bool, np.bool_)) or not isinstance(capacity, (int, np.integer)):
+            raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if engine is None:
+            from .engines.classical import ClassicalEngine
+
+            engine = ClassicalEngine()
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
+        self.capacity = int(capacity)
+        self.engine = engine
+        self.align = bool(align)
+        if not (isinstance(max_drift, (int, float)) and 0 < max_drift):
+            raise ValueError(f"max_drift must be a positive fraction of the frame side, got {max_drift!r}")
+        self.max_drift = float(max_drift)
+        if interpolation not in ("linear", "cubic", "lanczos"):
+            raise ValueError(f"interpolation must be 'linear', 'cubic' or 'lanczos', got {interpolation!r}")
+        self.interpolation = interpolation
+        self._align = _align_module() if self.align else None
+        self._align_newest = None  # (reduced raw newest frame, its transform to buffer coordinates)
+        self._frames: list[Any] = [None] * self.capacity
+        self._prepared: list[Any] = [None] * self.capacity
+        self._metas: list[Any] = [None] * self.capacity
+        self._start = 0  # slot of the oldest frame
+        self._count = 0
+        self._pushed = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def full(self) -> bool:
+        """True once ``capacity`` frames have been pushed (since the last ``clear``)."""
+        return self._count == self.capacity
+
+    def _slots(self) -> list[int]:
+        return [(self._start + i) % self.capacity for i in range(self._count)]
+
+    @property
+    def frames(self) -> list[np.ndarray]:
+        """The frames, oldest first (aligned ones where ``align``)."""
+        return [self._frames[s] for s in self._slots()]
+
+    @property
+    def prepared(self) -> list[Any]:
+        """What ``engine.prepare_frame`` returned for each frame, oldest first."""
+        return [self._prepared[s] for s in self._slots()]
+
+    @property
+    def metas(self) -> list[dict]:
+        """Each frame's metadata dict as given at push, oldest first; ``"sequence"`` (the push
+        count since the buffer was made) is added where the caller gave none."""
+        return [self._metas[s] for s in self._slots()]
+
+    def clear(self) -> None:
+        """Drop every frame (e.g. when the source changes size or the engine changes)."""
+        self._frames = [None] * self.capacity
+        self._prepared = [None] * self.capacity
+        self._metas = [None] * self.capacity
+        self._start = 0
+        self._count = 0
+        self._align_newest = None
+
+    def push(self, frame: np.ndarray, *, meta: dict | None = None) -> None:
+        """Insert ``frame`` as the newest frame, dropping the oldest when full.
+
+        Raises ``ValueError``/``TypeError`` when the frame is not HxW or HxWxC, or differs in shape
+        or dtype from the frames already held (``clear`` first to change the format).
+        """
+        frame = np.asarray(frame)
+        if frame.ndim not in (2, 3):
+            raise ValueError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+        newest = self._frames[(self._start + self._count - 1) % self.capacity] if self._count else None
+        if newest is not None:
+            if frame.shape != newest.shape:
+                raise ValueError(f"frame has shape {frame.shape} but the buffer holds {newest.shape}: clear() first")
+            if frame.dtype != newest.dtype:
+                raise TypeError(f"frame has dtype {frame.dtype} but the buffer holds {newest.dtype}: clear() first")
+        frame = np.ascontiguousarray(frame)
+        if self._align is not None:
+            frame, prepared = prepare_aligned(
+                self.engine, frame, self._transform(frame), interpolation=self.interpolation
+            )
+        else:
+            prepared = self.engine.prepare_frame(frame)
+        meta = dict(meta) if meta else {}
+        meta.setdefault("sequence", self._pushed)
+        self._pushed += 1
+        if self._count < self.capacity:
+            slot = (self._start + self._count) % self.capacity
+            self._count += 1
+        else:
+            slot = self._start
+            self._start = (self._start + 1) % self.capacity
+        self._frames[slot] = frame
+        self._prepared[slot] = prepared
+        self._metas[slot] = meta
+
+    def fuse(self) -> FusionResult:
+        """Fuse the frames held (oldest first) with the engine, from their cached prepared data."""
+        if self._count == 0:
+            raise ValueError("cannot fuse an empty buffer: push at least one frame")
+        return self.engine.fuse_prepared(self.frames, self.prepared)
+
+
+    def _transform(self, frame: np.ndarray):
+        """The raw frame -> buffer coordinates transform (None: leave the frame as it is); restarts
+        the buffer when the view drifted too far."""
+        align = self._align
+        reduced = align.prepare_alignment(frame)
+        if self._align_newest is None or self._count == 0:
+            self.clear()
+            self._align_newest = (reduced, align.SimilarityTransform.identity())
+            return None
+        newest_reduced, newest_transform = self._align_newest
+        # new -> newest (raw to raw), then newest -> buffer coordinates.
+        transform = newest_transform.compose(align.estimate_similarity(newest_reduced, reduced))
+        if transform.max_displacement(frame.shape) > self.max_drift * max(frame.shape[:2]):
+            self.clear()
+            self._align_newest = (reduced, align.SimilarityTransform.identity())
+            return None
+        self._align_newest = (reduced, transform)
+        return transform
+
+
+def prepare_aligned(engine: Engine, frame: np.ndarray, transform, *, interpolation: str = "linear"):
+    """Warp ``frame`` by ``transform`` (``surgifuse.align.SimilarityTransform``, None: identity)
+    and prepare it for ``engine``: returns ``(warped frame, prepared)``.
+
+    For engines whose prepared data is a per-pixel map (``engine.prepares_pixel_map``, e.g. the
+    classical focus map), the map is computed on the RAW frame and then warped (nearest
+    neighbour, values kept exactly): interpolation low-passes a frame by an amount that depends
+    on its sub-pixel shift, so focus measured after warping favours the least-resampled frame
+    (on synthetic stacks with breathing and motion that cost the classical engine 0.8 dB PSNR;
+    warping the raw focus maps costs 0.13 dB, see docs/classical-engine.md). Other engines
+    prepare the warped frame.
+    """
+    if transform is None:
+        return frame, engine.prepare_frame(frame)
+    from . import align
+
+    warped = np.ascontiguousarray(align.warp(frame, transform, interpolation=interpolation))
+    if not getattr(engine, "prepares_pixel_map", False):
+        return warped, engine.prepare_frame(warped)
+    prepared = engine.prepare_frame(frame)
+    return warped, warp_pixel_map(prepared, transform)
+
+
+def warp_pixel_map(values: np.ndarray, transform) -> np.ndarray:
+    """Warp an HxW map (any 4-byte or smaller dtype) by ``transform`` with nearest neighbour, bit-exact."""
+    from . import align
+
+    values = np.ascontiguousarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"a pixel map must be HxW, got shape {values.shape}")
+    if values.dtype.itemsize == 4:
+        # OpenCV warps no uint32: move the bits as two uint16 channels (nearest copies them as is).
+        pairs = values.view(np.uint16).reshape(values.shape[0], values.shape[1], 2)
+        moved = align.warp(pairs, transform, interpolation="nearest")
+        return np.ascontiguousarray(moved).view(values.dtype).reshape(values.shape)
+    return np.ascontiguousarray(align.warp(values, transform, interpolation="nearest"))
+
+
+def fuse_aligned(engine: Engine, frames, transforms, *, interpolation: str = "linear") -> FusionResult:
+    """Fuse a misregistered stack given each frame's transform to the reference coordinates
+    (``surgifuse.align.align_stack`` returns them), preparing each frame as ``prepare_aligned``."""
+    from .engines.base import validate_stack
+
+    frames = validate_stack(frames)
+    transforms = list(transforms)
+    if len(transforms) != len(frames):
+        raise ValueError(f"got {len(frames)} frames but {len(transforms)} transforms: K must match")
+    pairs = [prepare_aligned(engine, f, t, interpolation=interpolation) for f, t in zip(frames, transforms)]
+    return engine.fuse_prepared([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def _align_module():
+    try:
+        from . import align
+    except ImportError as exc:  # pragma: no cover - align ships with the package
+        raise NotImplementedError(f"align=True needs surgifuse.align, which failed to import: {exc}") from exc
+    return align

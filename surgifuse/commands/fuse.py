@@ -1,0 +1,186 @@
+"""``surgifuse fuse``: read a focal stack, align it to its middle frame, fuse it, write the results.
+
+Outputs are encoded in memory first and renamed into place only when all of them are on disk, so a
+failing run leaves no OUT (nor a half-written one) behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="image files (taken in the order given), a folder of images (natural order: frame_2 before "
+             "frame_10) or a multi-page TIFF; PNG/JPEG/TIFF, 8- or 16-bit, sniffed from the content",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="fused image; format from the extension (.png, .tif: 8/16-bit as the input; .jpg: 8-bit)")
+    parser.add_argument("--engine", default="classical", metavar="NAME",
+                        help="fusion engine: classical (default), fn, autoencoder, msmfm")
+    parser.add_argument("--depth", metavar="DEPTH",
+                        help="also write the depth index map: .png/.tif 16-bit grey with frame 0..K-1 mapped to "
+                             "0..65535; .jpg an 8-bit colour preview (turbo map, frame 0 blue)")
+    parser.add_argument("--confidence", metavar="CONF",
+                        help="also write the confidence map: .png/.tif 16-bit grey, 0..1 mapped to 0..65535; "
+                             ".jpg 8-bit grey")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="fuse the frames as given (default: align every frame to the middle one)")
+    parser.add_argument("--reference", default="middle", metavar="REF",
+                        help="frame the others are aligned to: middle (default), first, last or an index")
+    parser.add_argument("--align-max-side", type=int, default=None, metavar="PX",
+                        help="registration works on frames reduced to at most PX per side (default 320)")
+    parser.add_argument("--interpolation", default="lanczos", choices=["lanczos", "cubic", "linear"],
+                        help="resampling of aligned frames (default lanczos; cubic is 5x faster and costs about "
+                             "0.3 dB of fused PSNR, linear about 2 dB: see docs/alignment.md)")
+    parser.add_argument("--pattern", default=None, metavar="GLOB",
+                        help="inside folders, read only image files matching GLOB (default: all of them; in a "
+                             "folder written by 'surgifuse synth', its frame_* files)")
+    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q", help="JPEG quality 1..100 (default 95)")
+    parser.add_argument("--quiet", action="store_true", help="no summary line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import align as alignment
+    from .. import engines, imageio
+
+    t_start = time.perf_counter()
+    outputs = {"output": args.output, "depth": args.depth, "confidence": args.confidence}
+    formats = _check_outputs(outputs)
+    reference = _parse_reference(args.reference)
+    if not 1 <= args.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    max_side = alignment.DEFAULT_MAX_SIDE if args.align_max_side is None else args.align_max_side
+    if max_side < alignment.MIN_SIDE:
+        raise ValueError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
+
+    try:
+        frames, _names = imageio.read_stack(args.inputs, pattern=args.pattern)
+    except ValueError as exc:
+        if args.pattern is None and any(Path(p).is_dir() for p in args.inputs) and "all frames must" in str(exc):
+            raise ValueError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)") from exc
+        raise
+    k = len(frames)
+    if isinstance(reference, int) and not -k <= reference < k:
+        raise ValueError(f"--reference {reference} is outside a stack of {k} frames")
+    if frames[0].dtype == np.uint16 and formats["output"] == "jpeg":
+        raise ValueError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif")
+    try:
+        engine = engines.create_engine(args.engine)
+    except ImportError as exc:
+        raise ValueError(f"engine {args.engine!r} is not available in this build ({exc})") from exc
+    t_read = time.perf_counter()
+
+    transforms = None
+    if args.align and k > 1:
+        frames, transforms = alignment.align_stack(
+            frames, reference=reference, max_side=max_side, interpolation=args.interpolation
+        )
+    t_align = time.perf_counter()
+
+    result = engine.fuse(frames)
+    t_fuse = time.perf_counter()
+
+    fused = np.asarray(result.image)
+    if fused.shape != frames[0].shape or fused.dtype != frames[0].dtype:
+        raise TypeError(
+            f"engine {args.engine!r} returned a {fused.shape} {fused.dtype} image for {frames[0].shape} "
+            f"{frames[0].dtype} frames"
+        )
+    files = {args.output: imageio.encode_image(fused, formats["output"], jpeg_quality=args.jpeg_quality)}
+    if args.depth:
+        files[args.depth] = imageio.encode_image(
+            depth_image(result.depth_index, k, preview=formats["depth"] == "jpeg"), formats["depth"],
+            jpeg_quality=args.jpeg_quality,
+        )
+    if args.confidence:
+        files[args.confidence] = imageio.encode_image(
+            confidence_image(result.confidence, eight_bit=formats["confidence"] == "jpeg"), formats["confidence"],
+            jpeg_quality=args.jpeg_quality,
+        )
+    try:
+        imageio.write_files_atomic(files)
+    except OSError as exc:
+        raise ValueError(f"cannot write the outputs ({', '.join(map(str, files))}): {exc.strerror or exc}") from exc
+    t_write = time.perf_counter()
+
+    if not args.quiet:
+        h, w = frames[0].shape[:2]
+        motion = ""
+        if transforms is not None:
+            worst = max(t.max_displacement((h, w)) for t in transforms)
+            scales = [t.scale for t in transforms]
+            motion = f" (largest frame motion {worst:.1f} px, scale {min(scales):.4f}..{max(scales):.4f})"
+        align_text = f"align {1000 * (t_align - t_read):.0f} ms{motion}" if transforms is not None else "align off"
+        print(
+            f"fused K={k} {w}x{h} {frames[0].dtype} engine={args.engine}: read {1000 * (t_read - t_start):.0f} ms, "
+            f"{align_text}, fuse {1000 * (t_fuse - t_align):.0f} ms, write {1000 * (t_write - t_fuse):.0f} ms "
+            f"-> {', '.join(map(str, files))}"
+        )
+    return 0
+
+
+def depth_image(depth_index, k: int, *, preview: bool = False):
+    """Depth index (float, 0..K-1) as an image: uint16 grey with 0..K-1 -> 0..65535, or for
+    ``preview`` an 8-bit RGB turbo colour map. K = 1 gives all zeros."""
+    import cv2
+    import numpy as np
+
+    depth = np.asarray(depth_index, dtype=np.float32)
+    if depth.ndim != 2:
+        raise TypeError(f"depth_index must be HxW, got shape {depth.shape}")
+    unit = np.clip(depth / (k - 1), 0.0, 1.0) if k > 1 else np.zeros_like(depth)
+    if preview:
+        grey8 = np.round(unit * 255).astype(np.uint8)
+        return cv2.cvtColor(cv2.applyColorMap(grey8, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    return np.round(unit * 65535).astype(np.uint16)
+
+
+def confidence_image(confidence, *, eight_bit: bool = False):
+    """Confidence in [0, 1] as uint16 (0..65535) or uint8 (0..255) grey."""
+    import numpy as np
+
+    conf = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float32)), 0.0, 1.0)
+    if conf.ndim != 2:
+        raise TypeError(f"confidence must be HxW, got shape {conf.shape}")
+    top = 255 if eight_bit else 65535
+    return np.round(conf * top).astype(np.uint8 if eight_bit else np.uint16)
+
+
+def _check_outputs(outputs: dict[str, str | None]) -> dict[str, str]:
+    """Fail before any work if an output's format is unknown or its folder is missing/unwritable."""
+    from ..imageio import format_for_path
+
+    formats = {}
+    seen: dict[Path, str] = {}
+    for role, path in outputs.items():
+        if not path:
+            continue
+        formats[role] = format_for_path(path)
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ValueError(f"{path}: used for both the {seen[resolved]} and the {role} output")
+        seen[resolved] = role
+        if resolved.is_dir():
+            raise ValueError(f"{path}: is a folder; give a file name for the {role} output")
+        folder = resolved.parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{path}: output folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{path}: output folder {folder} is not writable")
+    return formats
+
+
+def _parse_reference(text: str) -> str | int:
+    if text in ("middle", "first", "last"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--reference must be middle, first, last or a frame index, got {text!r}") from None

@@ -1,0 +1,442 @@
+"""Reading and writing focal-stack images: PNG, JPEG and TIFF (8- or 16-bit, grey or colour).
+
+The format is sniffed from the content, never trusted from the extension (public microscope data
+ships JPEG bytes named ``.png``). Arrays are RGB (or HxW grey), uint8 or uint16; OpenCV's BGR
+order exists only inside this module. Writes are atomic: a temporary file in the target folder,
+then ``os.replace``, so a failed run never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+# Extensions a folder listing picks up; the content is still sniffed when read.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_SUPPORTED_DTYPES = (np.uint8, np.uint16)
+_WRITE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Return ``"png"``, ``"jpeg"`` or ``"tiff"`` from the first bytes of an image, else ``None``."""
+    head = bytes(data[:8])
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if any(head.startswith(m) for m in _TIFF_MAGICS):
+        return "tiff"
+    return None
+
+
+def natural_sort_key(name: str) -> list:
+    """Sort key that orders digit runs by value: ``frame_2`` before ``frame_10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(name))]
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def decode_frames(data: bytes, name: str = "<bytes>") -> list[np.ndarray]:
+    """Decode one image file's bytes into its frames (several for a multi-page TIFF).
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file content.
+    name : str
+        What to call the file in error messages (its path or upload name).
+
+    Returns
+    -------
+    frames : list of ndarray
+        RGB HxWx3 or grey HxW, uint8 or uint16. One per TIFF page; one for PNG/JPEG.
+
+    Raises
+    ------
+    ValueError
+        Empty or unrecognised content, a corrupt file, or a sample type other than 8/16-bit
+        unsigned integers; the message names ``name``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name}: image data must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name}: empty file, not an image")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ValueError(f"{name}: not a PNG, JPEG or TIFF image (unrecognised content)")
+    if fmt == "tiff":
+        raw = _decode_tiff_pages(bytes(data), name)
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        # UNCHANGED keeps 16-bit PNG and ignores EXIF orientation: every frame of a stack comes
+        # out as the sensor recorded it, so they stay registered to each other.
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if decoded is None:
+            raise ValueError(f"{name}: corrupt or truncated {fmt.upper()} file")
+        raw = [_bgr_to_rgb(decoded)]
+    return [_normalise_frame(f, name if len(raw) == 1 else f"{name}[page {i}]") for i, f in enumerate(raw)]
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode one single-frame image from bytes (PNG/JPEG/TIFF, sniffed).
+
+    Raises ``ValueError`` naming ``name`` for unreadable content or a multi-page TIFF (use
+    ``decode_frames`` or ``decode_stack_from_bytes`` for those).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((4, 5, 3), np.uint8); img[..., 0] = 200
+    >>> decode_image(encode_image(img, "png"), "red.png")[0, 0].tolist()
+    [200, 0, 0]
+    """
+    frames = decode_frames(data, name)
+    if len(frames) != 1:
+        raise ValueError(f"{name}: holds {len(frames)} pages; read it as a stack (read_stack), not one image")
+    return frames[0]
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as RGB (or HxW grey), uint8 or uint16; the format is sniffed.
+
+    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` (naming the file) if it
+    is not a readable single-frame PNG/JPEG/TIFF.
+    """
+    return decode_image(_read_bytes(path), str(path))
+
+
+def list_image_files(folder: str | os.PathLike, *, pattern: str = "*") -> list[Path]:
+    """Image files (by extension) in ``folder`` matching the glob ``pattern``, naturally sorted.
+
+    Hidden files are skipped. ``ValueError`` if none is found.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    files = [
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    if not files:
+        exts = ", ".join(IMAGE_EXTENSIONS)
+        raise ValueError(f"{folder}: no image files matching {pattern!r} (looked for {exts})")
+    return sorted(files, key=lambda p: natural_sort_key(p.name))
+
+
+def read_stack(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], *, pattern: str | None = None
+) -> tuple[list[np.ndarray], list[str]]:
+    """Read a focal stack from image files, a folder of them, or a multi-page TIFF.
+
+    Parameters
+    ----------
+    inputs : path or sequence of paths
+        Files are taken in the order given; a folder contributes its image files in natural
+        order (``frame_2`` before ``frame_10``); a multi-page TIFF contributes one frame per page.
+    pattern : str, optional
+        Glob applied inside folders. Default: every image file, except in a stack folder written
+        by ``surgifuse synth`` (it holds ``meta.json`` and ``frame_*`` images), where only the
+        ``frame_*`` files are frames (``gt.png`` and ``instrument_mask.png`` are truth).
+
+    Returns
+    -------
+    frames : list of ndarray
+        K frames of one shape and dtype (RGB HxWx3 or grey HxW; uint8 or uint16).
+    names : list of str
+        One name per frame (the file path; ``path[page i]`` for TIFF pages).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    ValueError
+        No inputs or no frames, an unreadable file, or frames that disagree in size, channels or
+        bit depth; the message names the files involved.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("no input images given: pass image files, a folder or a multi-page TIFF")
+    items: list[tuple[str, bytes]] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            folder_pattern = pattern or _default_pattern(path)
+            items.extend((str(p), _read_bytes(p)) for p in list_image_files(path, pattern=folder_pattern))
+        else:
+            items.append((str(path), _read_bytes(path)))
+    return decode_stack_from_bytes(items)
+
+
+def decode_stack_from_bytes(items: Iterable[tuple[str, bytes]]) -> tuple[list[np.ndarray], list[str]]:
+    """Decode and validate a focal stack from ``(name, bytes)`` pairs (e.g. an HTTP upload).
+
+    Same sniffing, frame expansion (multi-page TIFF) and checks as ``read_stack``.
+    """
+    frames: list[np.ndarray] = []
+    names: list[str] = []
+    for name, data in items:
+        pages = decode_frames(data, name)
+        frames.extend(pages)
+        names.extend([name] if len(pages) == 1 else [f"{name}[page {i}]" for i in range(len(pages))])
+    check_stack_consistency(frames, names)
+    return frames, names
+
+
+def check_stack_consistency(frames: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming both frames if any frame's size, channels or bit depth differs
+    from the first one's; also if there is no frame at all."""
+    if len(frames) == 0:
+        raise ValueError("a focal stack needs at least one frame, got 0")
+    first, first_name = frames[0], names[0]
+    for frame, name in zip(frames[1:], names[1:]):
+        if frame.shape[:2] != first.shape[:2]:
+            raise ValueError(
+                f"{name} is {_size(frame)} but {first_name} is {_size(first)}: all frames must have one size"
+            )
+        if _channels(frame) != _channels(first):
+            raise ValueError(
+                f"{name} has {_describe_channels(frame)} but {first_name} has {_describe_channels(first)}: "
+                "all frames must be grey or all colour"
+            )
+        if frame.dtype != first.dtype:
+            raise ValueError(
+                f"{name} is {_bits(frame)}-bit but {first_name} is {_bits(first)}-bit: all frames must have one bit depth"
+            )
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> bytes:
+    """Encode an RGB (or grey) uint8/uint16 image as ``"png"``, ``"jpeg"`` or ``"tiff"`` bytes.
+
+    16-bit is kept for PNG and TIFF; JPEG is 8-bit only (``ValueError`` for uint16).
+    """
+    fmt = fmt.lower().lstrip(".")
+    fmt = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}.get(fmt, fmt)
+    if fmt not in ("png", "jpeg", "tiff"):
+        raise ValueError(f"unknown image format {fmt!r}; use png, jpeg or tiff")
+    image = _check_writable_image(image)
+    if fmt == "tiff":
+        import tifffile
+
+        out = io.BytesIO()
+        photometric = "rgb" if image.ndim == 3 else "minisblack"
+        tifffile.imwrite(out, image, photometric=photometric, compression="zlib")
+        return out.getvalue()
+    if fmt == "jpeg":
+        if image.dtype != np.uint8:
+            raise ValueError(f"JPEG holds 8-bit images only, got {image.dtype}; write PNG or TIFF for 16-bit")
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    else:
+        params = []
+    ok, buf = cv2.imencode("." + ("jpg" if fmt == "jpeg" else fmt), _rgb_to_bgr(image), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
+    return buf.tobytes()
+
+
+def format_for_path(path: str | os.PathLike) -> str:
+    """The format ``write_image`` uses for ``path`` (from its extension); ``ValueError`` if unknown."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return _WRITE_FORMATS[suffix]
+    except KeyError:
+        raise ValueError(
+            f"{path}: cannot tell the output format from the extension {suffix!r}; use .png, .jpg or .tif"
+        ) from None
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    write_files_atomic({path: data})
+
+
+def write_files_atomic(files: dict[str | os.PathLike, bytes]) -> None:
+    """Write several files all-or-nothing, as far as the file system allows.
+
+    Every file is first written in full to a temporary file beside its target; only when all of
+    them are on disk are they renamed into place (``os.replace``, atomic per file). A failure while
+    staging (full disk, no permission) leaves every target untouched and no temporary file behind.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            folder = path.parent
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{path}: output folder {folder} does not exist")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # mkstemp creates 0600; an output image should be readable like any other file.
+            os.chmod(tmp, 0o644)
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, jpeg_quality: int = 95) -> None:
+    """Write an RGB (or grey) uint8/uint16 image atomically; the format follows the extension.
+
+    ``.png`` and ``.tif``/``.tiff`` keep 16-bit; ``.jpg``/``.jpeg`` need uint8. Nothing is left at
+    ``path`` (nor a temporary file) if encoding or writing fails.
+    """
+    data = encode_image(image, format_for_path(path), jpeg_quality=jpeg_quality)
+    write_bytes_atomic(path, data)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _default_pattern(folder: Path) -> str:
+    # A synthetic stack folder (surgifuse.synth.write_stack) keeps its truth beside the frames.
+    if (folder / "meta.json").is_file() and any(folder.glob("frame_*")):
+        return "frame_*"
+    return "*"
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not an image file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _decode_tiff_pages(data: bytes, name: str) -> list[np.ndarray]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            pages = []
+            for page in tif.pages:
+                if getattr(page, "is_reduced", False):  # a thumbnail or pyramid level, not a frame
+                    continue
+                if int(page.photometric) == 3:  # PALETTE: indices, not intensities
+                    raise ValueError(f"{name}: palette (indexed-colour) TIFF is not supported; save it as RGB")
+                arr = page.asarray()
+                if int(page.planarconfig) == 2 and arr.ndim == 3:  # SEPARATE: (S, H, W)
+                    arr = np.moveaxis(arr, 0, -1)
+                pages.append(arr)
+    except ValueError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise ValueError(f"{name}: corrupt or unsupported TIFF ({exc})") from exc
+    if not pages:
+        raise ValueError(f"{name}: TIFF holds no pages")
+    return pages
+
+
+def _normalise_frame(frame: np.ndarray, name: str) -> np.ndarray:
+    """HxW, HxWx1, HxWx2 (grey+alpha), HxWx3 or HxWx4 (RGBA) -> HxW or HxWx3, 8/16-bit only."""
+    if frame.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"{name}: {frame.dtype} samples are not supported; SurgiFuse reads 8- or 16-bit images")
+    if frame.ndim == 3 and frame.shape[2] in (2, 4):
+        warnings.warn(f"{name}: alpha channel dropped", stacklevel=3)
+        frame = frame[..., :-1]
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[..., 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3):
+        raise ValueError(f"{name}: unsupported image layout {frame.shape}; expected grey or RGB")
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ValueError(f"{name}: empty image {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
+def _bgr_to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return image
+
+
+def _check_writable_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"image must be HxW grey or HxWx3 RGB, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _size(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}"
+
+
+def _channels(frame: np.ndarray) -> int:
+    return 1 if frame.ndim == 2 else frame.shape[2]
+
+
+def _describe_channels(frame: np.ndarray) -> str:
+    return "1 channel (grey)" if frame.ndim == 2 else f"{frame.shape[2]} channels (RGB)"
+
+
+def _bits(frame: np.ndarray) -> int:
+    return frame.dtype.itemsize * 8
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "sniff_format",
+    "natural_sort_key",
+    "decode_frames",
+    "decode_image",
+    "read_image",
+    "list_image_files",
+    "read_stack",
+    "decode_stack_from_bytes",
+    "check_stack_consistency",
+    "encode_image",
+    "format_for_path",
+    "write_bytes_atomic",
+    "write_files_atomic",
+    "write_image",
+]
