@@ -1,0 +1,67 @@
+"""One live processing step: push the new frame into the rolling focal stack, fuse, guard against motion.
+
+Synchronous and single-threaded on purpose: the pipeline runs it in its fusion worker under a time
+budget, and the motion-guard evaluation runs it frame by frame against the generator's truth.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from surgifuse.engines.base import Engine
+
+from .frames import CapturedFrame, ProcessedFrame
+from .motion_guard import MotionGuard
+
+
+class FrameProcessor:
+    """Rolling focal stack (``surgifuse.buffer.FocalStackBuffer``) + engine + optional motion guard.
+
+    Parameters
+    ----------
+    engine : Engine
+    k : int
+        Stack size: the last ``k`` frames are fused.
+    align : bool
+        Align each frame of the stack to the newest (global shift and scale) in the buffer.
+    guard : MotionGuard, optional
+        None turns the motion guard off.
+    """
+
+    def __init__(self, engine: Engine, *, k: int = 5, align: bool = True, guard: MotionGuard | None = None) -> None:
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        from surgifuse.buffer import FocalStackBuffer
+
+        self.engine, self.k, self.align, self.guard = engine, k, align, guard
+        self.buffer = FocalStackBuffer(k, engine=engine, align=align)
+        self._shape: tuple | None = None
+
+    def process(self, captured: CapturedFrame) -> ProcessedFrame:
+        """Push ``captured`` and return the fused (and guarded) result for the stack that ends with it."""
+        if self._shape is not None and captured.image.shape != self._shape:
+            self.buffer.clear()  # the source changed size (re-opened with other settings): start a new stack
+        self._shape = captured.image.shape
+        t0 = time.perf_counter()
+        self.buffer.push(captured.image, meta={"seq": captured.seq, "capture_ms": captured.capture_ms,
+                                               "focus": captured.focus})
+        t1 = time.perf_counter()
+        result = self.buffer.fuse()
+        t2 = time.perf_counter()
+        frames, metas = list(self.buffer.frames), list(self.buffer.metas)
+        seqs = [int(m["seq"]) if m else -1 for m in metas]
+        newest = int(np.argmax(seqs))
+        image, depth, fraction = result.image, result.depth_index, 0.0
+        if self.guard is not None and len(frames) > 1:
+            guarded = self.guard.apply(frames, newest, image, depth)
+            image, depth, fraction = guarded.image, guarded.depth_index, guarded.fraction
+        t3 = time.perf_counter()
+        timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0, "guard": (t3 - t2) * 1000.0}
+        return ProcessedFrame(seq=captured.seq, capture_ms=captured.capture_ms, raw=captured.image, image=image,
+                              depth=depth, fused=True, engine=self.engine.name, k=len(frames), frame_seqs=seqs,
+                              timings=timings, guard_fraction=fraction,
+                              frame_focus=[m.get("focus") if m else None for m in metas])

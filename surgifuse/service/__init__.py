@@ -1,0 +1,1 @@
+"""The SurgiFuse web service: display page, websocket stream, stack upload, health, metrics, settings."""

@@ -1,0 +1,1 @@
+"""HTTP and websocket routes, one module per topic; each is thin and calls the live/service logic."""

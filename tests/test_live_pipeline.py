@@ -1,0 +1,176 @@
+"""The live pipeline end to end without HTTP: fusion, the fail-safe, reconfiguration, the publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from surgifuse.live.frames import CapturedFrame
+from surgifuse.live.metrics import LiveMetrics
+from surgifuse.live.pipeline import LivePipeline, PipelineConfig
+from surgifuse.live.processor import FrameProcessor
+from surgifuse.live.publisher import FramePublisher, unpack_frame
+from surgifuse.live.sources import ArraySource
+
+from live_support import MaxFocusEngine, focus_sweep, maxfocus_factory
+
+
+class Collector:
+    def __init__(self):
+        self.items = []
+        self.event = threading.Event()
+
+    def __call__(self, processed):
+        self.items.append(processed)
+        self.event.set()
+
+    def wait_for(self, n, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while len(self.items) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.items) >= n, f"only {len(self.items)} of {n} frames published"
+        return self.items
+
+
+def _pipeline(collector, *, engine_factory=maxfocus_factory, fps=60.0, **config):
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=fps)
+    cfg = PipelineConfig(engine="classical", k=5, align=False, budget_ms=2000.0, **config)
+    return LivePipeline(source, publish=collector, config=cfg, engine_factory=engine_factory, metrics=LiveMetrics())
+
+
+def test_processor_fuses_the_last_k_frames_and_reports_them():
+    frames = focus_sweep(48, 64, k=5)
+    proc = FrameProcessor(MaxFocusEngine(), k=3, align=False)
+    out = None
+    for seq in range(5):
+        out = proc.process(CapturedFrame(frames[seq], seq, 1000.0 + seq))
+    assert out.fused and out.k == 3
+    assert sorted(out.frame_seqs) == [2, 3, 4]
+    assert out.image.shape == frames[0].shape and out.depth.shape == (48, 64)
+    assert set(out.timings) >= {"prepare", "fuse", "guard"}
+    # band 3 (x 38..51) is sharp only in frame 3: the fused image must hold it
+    assert np.array_equal(out.image[:, 43:47], frames[3][:, 43:47])
+
+
+def test_processor_rejects_bad_options():
+    with pytest.raises(TypeError, match="Engine"):
+        FrameProcessor(object(), k=3)
+    with pytest.raises(ValueError, match="k must be"):
+        FrameProcessor(MaxFocusEngine(), k=0)
+
+
+def test_pipeline_publishes_fused_frames_in_order():
+    collector = Collector()
+    pipeline = _pipeline(collector)
+    pipeline.start()
+    try:
+        items = collector.wait_for(12)
+    finally:
+        pipeline.stop()
+    seqs = [p.seq for p in items]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert all(p.fused for p in items)
+    last = items[-1]
+    assert last.k == 5 and max(last.frame_seqs) == last.seq
+    assert all(p.timings["wait"] >= 0 for p in items)
+    assert pipeline.status()["state"] in ("running", "stopped")
+
+
+def test_engine_error_publishes_the_raw_frame_and_keeps_going():
+    collector = Collector()
+    metrics = LiveMetrics()
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=60.0)
+    factory = lambda name, threshold=None: MaxFocusEngine(fail=True)  # noqa: E731
+    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=2000.0),
+                            engine_factory=factory, metrics=metrics)
+    pipeline.start()
+    try:
+        items = collector.wait_for(6)
+    finally:
+        pipeline.stop()
+    assert all(not p.fused and p.reason == "error" for p in items)
+    assert all(p.image is p.raw and p.depth is None for p in items)
+    assert metrics.frames_unfused.labels("error")._value.get() >= 6
+
+
+def test_engine_over_budget_publishes_raw_and_drops_the_late_result():
+    collector = Collector()
+    metrics = LiveMetrics()
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=100.0)
+    factory = lambda name, threshold=None: MaxFocusEngine(delay_s=0.15)  # noqa: E731
+    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=20.0),
+                            engine_factory=factory, metrics=metrics)
+    pipeline.start()
+    try:
+        items = collector.wait_for(20)
+    finally:
+        pipeline.stop()
+    reasons = {p.reason for p in items}
+    assert reasons <= {"late", "busy"} and "late" in reasons and "busy" in reasons
+    assert not any(p.fused for p in items)  # a result that came after its budget is never shown
+    assert metrics.frames_unfused.labels("late")._value.get() >= 1
+
+
+def test_reconfigure_swaps_engine_and_k_and_rejects_bad_engine():
+    collector = Collector()
+    pipeline = _pipeline(collector)
+    pipeline.start()
+    try:
+        collector.wait_for(6)
+        pipeline.reconfigure(k=2, engine="msmfm")
+        assert pipeline.config.k == 2 and pipeline.config.engine == "msmfm"
+        with pytest.raises(ValueError, match="unknown engine"):
+            pipeline.reconfigure(engine="nope")
+        assert pipeline.config.engine == "msmfm"  # unchanged after a failed change
+        n = len(collector.items)
+        collector.wait_for(n + 8)
+    finally:
+        pipeline.stop()
+    assert collector.items[-1].k == 2
+
+
+def test_publisher_encodes_each_view_once_and_serves_latest_only():
+    frames = focus_sweep(48, 64, k=5)
+    proc = FrameProcessor(MaxFocusEngine(), k=5, align=False)
+    processed = [proc.process(CapturedFrame(f, i, 1000.0 + i)) for i, f in enumerate(frames)]
+    publisher = FramePublisher(jpeg_quality=70)
+
+    async def scenario():
+        publisher.start(asyncio.get_running_loop())
+        fused_client = publisher.subscribe("fused")
+        depth_client = publisher.subscribe("depth")
+        publisher.submit(processed[-1])
+        a = await asyncio.wait_for(fused_client.next(), 5)
+        b = await asyncio.wait_for(depth_client.next(), 5)
+        late = publisher.subscribe("fused")  # joins after the frame: gets it at once, never a blank
+        c = await asyncio.wait_for(late.next(), 5)
+        publisher.stop()
+        return a, b, c
+
+    a, b, c = asyncio.run(scenario())
+    ha, ja = unpack_frame(a)
+    hb, jb = unpack_frame(b)
+    assert c is a  # the same bytes object: encoded once, shared
+    assert ha["view"] == "fused" and hb["view"] == "depth"
+    assert ha["seq"] == 4 and ha["fused"] is True and ha["k"] == 5 and ha["frames"] == [0, 1, 2, 3, 4]
+    assert ha["width"] == 64 and ha["height"] == 48 and "encode" in ha["timings"]
+    assert ja[:2] == b"\xff\xd8" and jb[:2] == b"\xff\xd8"
+    import cv2
+
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(ja, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = processed[-1].image.astype(int)
+    error = np.abs(decoded.astype(int) - image).mean()
+    swapped = np.abs(decoded.astype(int) - image[..., ::-1]).mean()
+    assert error < 20 and error < swapped / 2  # JPEG of a tiny random texture; colour order kept RGB
+
+
+def test_publisher_rejects_bad_quality_and_view():
+    publisher = FramePublisher()
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        publisher.jpeg_quality = 0
+    with pytest.raises(ValueError, match="view"):
+        publisher._check_view("infrared")

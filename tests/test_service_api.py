@@ -1,0 +1,191 @@
+"""Health, metrics, OpenAPI, run-time settings and token enforcement against a real uvicorn server."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from live_support import make_app, receive_frames, running_server, ws_url
+
+from surgifuse.service.settings import ServiceSettings, is_loopback
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(make_app()) as base:
+        yield base
+
+
+def test_health_and_readiness(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    deadline = time.monotonic() + 10
+    while (r := httpx.get(f"{server}/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True and body["state"] == "running" and body["published"] > 0
+
+
+def test_metrics_expose_the_pipeline(server):
+    with connect(ws_url(server)) as ws:
+        receive_frames(ws, 5)
+        text = httpx.get(f"{server}/metrics").text
+    for family in ("surgifuse_stage_latency_seconds_bucket", "surgifuse_frames_captured_total",
+                   "surgifuse_frames_published_total", "surgifuse_frame_rate", "surgifuse_clients",
+                   "surgifuse_frames_unfused", "surgifuse_frames_dropped"):
+        assert family in text, family
+    assert 'stage="encode"' in text and 'stage="fuse"' in text and 'stage="send"' in text
+    clients = [line for line in text.splitlines() if line.startswith("surgifuse_clients ")]
+    assert float(clients[0].split()[1]) >= 1.0
+
+
+def test_openapi_lists_the_routes(server):
+    assert httpx.get(f"{server}/docs").status_code == 200
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    for path in ("/v1/fuse", "/v1/settings", "/healthz", "/readyz", "/metrics", "/v1/engines", "/v1/status"):
+        assert path in paths, path
+    assert {"get", "put"} <= set(paths["/v1/settings"])
+
+
+def test_page_and_static_files_are_served(server):
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "app.js" in page.text and "<canvas" in page.text
+    js = httpx.get(f"{server}/static/app.js")
+    assert js.status_code == 200 and "/ws/stream" in js.text
+
+
+def test_settings_change_takes_effect_on_the_stream(server):
+    before = httpx.get(f"{server}/v1/settings").json()
+    assert before["k"] == 5 and before["jpeg_quality"] == 80
+    r = httpx.put(f"{server}/v1/settings", json={"k": 2, "jpeg_quality": 30})
+    assert r.status_code == 200, r.text
+    assert r.json()["k"] == 2 and r.json()["jpeg_quality"] == 30
+    try:
+        with connect(ws_url(server)) as ws:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                (header, jpeg), = receive_frames(ws, 1)[0]
+                if header["fused"] and header["k"] == 2:
+                    break
+        assert header["k"] == 2 and len(header["frames"]) == 2
+        small_jpeg = len(jpeg)
+    finally:
+        httpx.put(f"{server}/v1/settings", json={"k": 5, "jpeg_quality": 95})
+    with connect(ws_url(server)) as ws:
+        frames, _ = receive_frames(ws, 8)
+    assert len(frames[-1][1]) > small_jpeg  # quality 95 makes larger JPEGs than 30
+    httpx.put(f"{server}/v1/settings", json={"jpeg_quality": 80})
+
+
+@pytest.mark.parametrize("body, field", [({"k": 0}, "k"), ({"jpeg_quality": 101}, "jpeg_quality"),
+                                         ({"engine": "nope"}, "engine"), ({"k": None}, "k"),
+                                         ({"threshold": -3}, "threshold"), ({"colour": "red"}, "colour")])
+def test_bad_settings_get_422_naming_the_field(server, body, field):
+    r = httpx.put(f"{server}/v1/settings", json=body)
+    assert r.status_code == 422
+    locs = [e["loc"] for e in r.json()["detail"]]
+    assert any(field in loc for loc in locs), locs
+    assert httpx.get(f"{server}/v1/settings").json()["k"] == 5  # nothing changed
+
+
+# ----------------------------------------------------------------------------------------- security
+def test_token_is_required_on_stream_upload_and_settings():
+    with running_server(make_app(token="s3cret")) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/").status_code == 200  # the page holds no video
+        assert httpx.get(f"{base}/v1/settings").status_code == 401
+        assert httpx.get(f"{base}/v1/settings", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{base}/v1/settings", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.put(f"{base}/v1/settings", json={"k": 3}).status_code == 401
+        files = [("files", ("a.png", b"\x89PNG\r\n\x1a\n", "image/png"))]
+        assert httpx.post(f"{base}/v1/fuse", files=files).status_code == 401
+        with pytest.raises(InvalidStatus):
+            with connect(ws_url(base)) as ws:
+                ws.recv(timeout=5)
+        with pytest.raises(InvalidStatus):
+            with connect(ws_url(base, token="wrong")) as ws:
+                ws.recv(timeout=5)
+        with connect(ws_url(base, token="s3cret")) as ws:
+            frames, _ = receive_frames(ws, 2)
+        assert len(frames) == 2
+
+
+def test_non_loopback_bind_needs_a_token_or_insecure():
+    with pytest.raises(ValueError, match="SURGIFUSE_TOKEN"):
+        ServiceSettings(_env_file=None, host="0.0.0.0").check_security()
+    ServiceSettings(_env_file=None, host="0.0.0.0", token="t").check_security()
+    ServiceSettings(_env_file=None, host="0.0.0.0", insecure=True).check_security()
+    ServiceSettings(_env_file=None, host="127.0.0.1").check_security()
+    with pytest.raises(ValueError, match="refusing"):
+        make_app(host="192.168.1.20")
+    assert is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("SURGIFUSE_K", "7")
+    monkeypatch.setenv("SURGIFUSE_TOKEN", "abc")
+    monkeypatch.setenv("SURGIFUSE_JPEG_QUALITY", "55")
+    s = ServiceSettings(_env_file=None)
+    assert s.k == 7 and s.token_value() == "abc" and s.jpeg_quality == 55
+    assert ServiceSettings(_env_file=None, k=3).k == 3  # explicit (command line) beats the environment
+    monkeypatch.setenv("SURGIFUSE_K", "0")
+    with pytest.raises(ValueError):
+        ServiceSettings(_env_file=None)
+
+
+def test_serve_command_refuses_insecure_bind(monkeypatch):
+    from surgifuse.cli import main
+
+    monkeypatch.delenv("SURGIFUSE_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert main(["serve", "--k", "0"]) == 2
+
+
+def test_the_service_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from surgifuse.service.app import create_app; import surgifuse.live.motion_guard; "
+            "from surgifuse.cli import build_parser; build_parser(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_a_dead_source_is_reported_and_the_service_stays_up():
+    import json as _json
+
+    from surgifuse.service.app import create_app
+
+    from live_support import maxfocus_factory
+
+    class DeadCamera:
+        description = "camera:9"
+        fps = 30.0
+        paced = False
+
+        def open(self):
+            raise OSError("no camera at index 9")
+
+        def read(self):
+            return None
+
+        def close(self):
+            pass
+
+    app = create_app(ServiceSettings(_env_file=None, align=False), source=DeadCamera(), engine_factory=maxfocus_factory)
+    with running_server(app) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        r = httpx.get(f"{base}/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False
+        with connect(ws_url(base)) as ws:
+            hello = _json.loads(ws.recv(timeout=10))
+            status = _json.loads(ws.recv(timeout=10))  # status messages flow with no frame at all
+        assert status["type"] == "status"
+        assert status["source"]["state"] == "reconnecting" and "no camera" in status["source"]["error"]
+        assert hello["source"]["source"] == "camera:9"
