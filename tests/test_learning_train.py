@@ -1,0 +1,102 @@
+"""Training runs a few steps on tiny stacks, logs, checkpoints, resumes; the CLI drives it; export checks parity."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from surgifuse.cli import main  # noqa: E402
+from surgifuse.learning.config import DataConfig, FusionNetConfig, TrainConfig  # noqa: E402
+from surgifuse.learning.data import CropSampler, load_stacks  # noqa: E402
+from surgifuse.learning.train import load_checkpoint, train  # noqa: E402
+
+TINY_FN = dict(encoder_width=4, refine_width=4, res_blocks=1)
+SYNTH = dict(noise=False, instrument=False, scene="fundus")
+
+
+def _data(**kw):
+    return DataConfig(seed=20000, count=2, synth_height=32, synth_width=32, k=3, crop=24, synth_options=SYNTH, **kw)
+
+
+def test_sampler_shapes_and_reproducible():
+    stacks = load_stacks(_data())
+    a = CropSampler(stacks, crop=24, seed=5).batch(3)
+    b = CropSampler(stacks, crop=24, seed=5).batch(3)
+    assert a["frames"].shape == (3, 3, 3, 24, 24) and a["gt"].shape == (3, 3, 24, 24) and a["canny"].shape == (3, 1, 24, 24)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert 0 <= float(a["frames"].min()) and float(a["frames"].max()) <= 1
+    assert CropSampler(stacks, crop=24, seed=5).images(4).shape == (4, 3, 24, 24)
+    with pytest.raises(ValueError, match="crop"):
+        CropSampler(stacks, crop=64, seed=0)
+
+
+def test_fn_trains_logs_checkpoints_and_resumes(tmp_path, rng):
+    ae_dir = tmp_path / "ae"
+    train(TrainConfig(model="autoencoder", out_dir=str(ae_dir), steps=2, batch_size=2, checkpoint_every=2, log_every=1), _data(), {"stem_width": 4, "growth": 2}, progress=False)
+    tc = TrainConfig(model="fn", out_dir=str(tmp_path / "fn"), steps=3, batch_size=2, checkpoint_every=2, log_every=1,
+                     perceptual_encoder=str(ae_dir / "last.pt"))
+    first = train(tc, _data(), TINY_FN, val_config=_data(), progress=False)
+    assert first["steps"] == 3 and first["best_val_psnr"] > 5
+    rows = list(csv.DictReader(open(tmp_path / "fn" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert {"aif", "perceptual", "edge", "identity", "val_psnr"} <= set(rows[0])
+    model, ckpt = load_checkpoint(tmp_path / "fn" / "last.pt")
+    assert ckpt["step"] == 3 and model.config.encoder_width == 4
+    tc.steps = 5
+    second = train(tc, _data(), None, val_config=_data(), resume=True, progress=False)
+    assert second["steps"] == 5
+    rows = list(csv.DictReader(open(tmp_path / "fn" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_training_is_seeded(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        tc = TrainConfig(model="fn", out_dir=str(tmp_path / name), steps=2, batch_size=1, losses=("aif",), checkpoint_every=10)
+        runs.append(train(tc, _data(), TINY_FN, progress=False)["last_loss"])
+    assert runs[0] == runs[1]
+
+
+def test_perceptual_without_encoder_is_an_error(tmp_path):
+    tc = TrainConfig(model="fn", out_dir=str(tmp_path), steps=1, losses=("aif", "perceptual"))
+    with pytest.raises(ValueError, match="perceptual"):
+        train(tc, _data(), TINY_FN, progress=False)
+
+
+def test_cli_train_then_export(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "fn", "--generate", "2", "--synth-size", "32", "--k", "3", "--crop", "24", "--steps", "2",
+               "--batch-size", "1", "--losses", "aif,edge,identity", "--encoder-width", "4", "--refine-width", "4",
+               "--res-blocks", "1", "--val-generate", "0", "--no-progress", "--out", str(out),
+               "--synth-option", "noise=false", "--synth-option", "instrument=false"])
+    assert rc == 0 and (out / "last.pt").is_file()
+    capsys.readouterr()
+    rc = main(["export", str(out / "last.pt"), "--out", str(tmp_path / "models"), "--name", "tiny"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["export_check"]["max_abs_diff"] < 1e-4
+    for f in ("tiny.onnx", "tiny_encoder.onnx", "tiny_fuse.onnx", "tiny.json"):
+        assert (tmp_path / "models" / f).is_file()
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert main(["train", "fn", "--data", str(tmp_path / "missing"), "--losses", "aif", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "fn", "--generate", "1", "--synth-option", "noequals", "--out", str(tmp_path / "o")]) == 2
+    assert main(["export", str(tmp_path / "nothing.pt")]) == 2
+
+
+def test_aligned_stacks_keep_shape_and_truth():
+    cfg = DataConfig(seed=20000, count=1, synth_height=48, synth_width=48, k=3, crop=24,
+                     synth_options={**SYNTH, "breathing": 0.05}, align=False)
+    raw = load_stacks(cfg)[0]
+    cfg.align = True
+    aligned = load_stacks(cfg)[0]
+    assert aligned.frames.shape == raw.frames.shape and aligned.frames.dtype == np.uint8
+    np.testing.assert_array_equal(aligned.gt, raw.gt)
+    # The middle frame is the reference; the outer frames are rescaled by breathing, so they move.
+    assert np.abs(aligned.frames[0].astype(int) - raw.frames[0]).mean() > 0.1
