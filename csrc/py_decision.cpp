@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "decision.hpp"
+#include "decision_isa.hpp"
 #ifdef SURGIFUSE_WITH_CUDA
 #include "decision_cuda.hpp"
 #endif
@@ -205,6 +206,8 @@ py::tuple fuse_stack_cuda(const py::sequence& frames, const py::sequence& focus_
 }  // namespace
 
 void register_decision(py::module_& m) {
+    m.def("decision_isa", &surgifuse::decision_isa,
+          "Which compiled copy of the stack decision runs on this CPU: 'avx2' or 'baseline'.");
     m.def("fuse_stack", &fuse_stack, py::arg("frames"), py::arg("focus_maps"), py::kw_only(),
           py::arg("filter_radius") = 5, py::arg("blend_radius") = 4, py::arg("flat_threshold") = 0u,
           py::arg("threads") = 0,

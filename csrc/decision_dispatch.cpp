@@ -1,0 +1,73 @@
+// The public stack decision (decision.hpp): parameter checks, then the AVX2 or the baseline copy of
+// decision.cpp (see decision_isa.hpp) for the CPU this process runs on.
+#include <stdexcept>
+#include <string>
+
+#include "decision.hpp"
+#include "decision_isa.hpp"
+
+namespace surgifuse {
+namespace {
+
+bool use_avx2() {
+#if defined(SURGIFUSE_DECISION_HAVE_AVX2)
+    static const bool yes = __builtin_cpu_supports("x86-64-v3");  // the copy is built with -march=x86-64-v3
+    return yes;
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+
+const char* decision_isa() { return use_avx2() ? "avx2" : "baseline"; }
+
+void check_decision_params(int k, int height, int width, const DecisionParams& params) {
+    if (k < 1 || k > kMaxStackSize)
+        throw std::invalid_argument("stack size K must be in [1, " + std::to_string(kMaxStackSize) + "], got " +
+                                    std::to_string(k));
+    if (height < 1 || width < 1)
+        throw std::invalid_argument("image size must be at least 1x1, got " + std::to_string(height) + "x" +
+                                    std::to_string(width));
+    auto radius = [](const char* name, int r) {
+        if (r < 0 || r > kMaxDecisionRadius)
+            throw std::invalid_argument(std::string(name) + " must be in [0, " + std::to_string(kMaxDecisionRadius) +
+                                        "], got " + std::to_string(r));
+    };
+    radius("filter_radius", params.filter_radius);
+    radius("blend_radius", params.blend_radius);
+}
+
+// Without the AVX2 object (non-x86 or a compiler without -mavx2) only the baseline is linked.
+#if defined(SURGIFUSE_DECISION_HAVE_AVX2)
+#define SF_DISPATCH(fn, ...) (use_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_baseline::fn(__VA_ARGS__))
+#else
+#define SF_DISPATCH(fn, ...) isa_baseline::fn(__VA_ARGS__)
+#endif
+
+void stack_decision(const uint32_t* const* focus, int k, int h, int w, const DecisionParams& params, uint8_t* labels,
+                    float* depth, float* confidence) {
+    SF_DISPATCH(stack_decision, focus, k, h, w, params, labels, depth, confidence);
+}
+
+void fuse_stack_u8(const uint32_t* const* focus, const uint8_t* const* frames, int k, int h, int w, int c,
+                   const DecisionParams& params, uint8_t* labels, float* depth, float* confidence, uint8_t* image) {
+    SF_DISPATCH(fuse_stack_u8, focus, frames, k, h, w, c, params, labels, depth, confidence, image);
+}
+
+void fuse_stack_u16(const uint32_t* const* focus, const uint16_t* const* frames, int k, int h, int w, int c,
+                    const DecisionParams& params, uint8_t* labels, float* depth, float* confidence, uint16_t* image) {
+    SF_DISPATCH(fuse_stack_u16, focus, frames, k, h, w, c, params, labels, depth, confidence, image);
+}
+
+void stack_blend_u8(const uint8_t* const* frames, int k, int h, int w, int c, const uint8_t* labels, int r,
+                    int threads, uint8_t* out) {
+    SF_DISPATCH(stack_blend_u8, frames, k, h, w, c, labels, r, threads, out);
+}
+
+void stack_blend_u16(const uint16_t* const* frames, int k, int h, int w, int c, const uint8_t* labels, int r,
+                     int threads, uint16_t* out) {
+    SF_DISPATCH(stack_blend_u16, frames, k, h, w, c, labels, r, threads, out);
+}
+
+}  // namespace surgifuse
