@@ -14,6 +14,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -199,15 +200,34 @@ void argmax_row(const uint32_t* const* focus, int k, int w, int64_t base, uint32
     }
 }
 
-// ------------------------------------------------------------------------------- 2. majority filter
+// ------------------------------------------------------------------------------- 2. window label counts
 
-// Window label counts as K+1 planes of 8-bit column counts (rows [lo, hi]), each padded with r
-// zero columns on both sides; the row sweep adds 2r+1 shifted plane rows per label. Every loop
-// runs over bytes of one row and vectorises, 16 pixels per instruction: a per-pixel packed
-// histogram (scalar) ran 3x slower. Counts stay <= (2r+1)^2 <= 225: no lane overflows.
-class MajorityFilter {
+// Calls f(std::integral_constant<int, R>) for the radius r (0..kMaxDecisionRadius): the window
+// loops below take R at compile time, so each sum of 2R+1 shifted loads is unrolled in registers
+// (separate add-and-store passes per shift ran 2x slower).
+template <typename F>
+void with_radius(int r, F&& f) {
+    switch (r) {
+        case 0: f(std::integral_constant<int, 0>{}); break;
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        case 5: f(std::integral_constant<int, 5>{}); break;
+        case 6: f(std::integral_constant<int, 6>{}); break;
+        default: f(std::integral_constant<int, 7>{}); break;
+    }
+}
+
+// Per-label counts over a sliding (2r+1)^2 window of label rows, clipped at the image edges: K+1
+// planes of 8-bit column counts (rows [lo, hi]), each padded with r zero columns on both sides, so
+// that a horizontal sum of 2r+1 plane entries is the clipped window's count. Every loop runs over
+// bytes of one row and vectorises, 16 or 32 pixels per instruction: a per-pixel packed histogram
+// (scalar) ran 3x slower. Counts stay <= (2r+1)^2 <= 225: no lane overflows. Serves the majority
+// filter (on the raw arg-max labels) and the blend weights (on the filtered labels).
+class WindowLabelCounts {
 public:
-    MajorityFilter(int k, int w, int r)
+    WindowLabelCounts(int k, int w, int r)
         : k_(k), w_(w), r_(r), stride_(w + 2 * r), planes_(static_cast<size_t>(k + 1) * (w + 2 * r), 0),
           best_(static_cast<size_t>(w)), mode_(static_cast<size_t>(w)) {}
 
@@ -226,22 +246,27 @@ public:
 
     // Per column: the most frequent label of the window (lowest on ties) and its count.
     void sweep() {
-        switch (r_) {
-            case 0: sweep_r<0>(); break;
-            case 1: sweep_r<1>(); break;
-            case 2: sweep_r<2>(); break;
-            case 3: sweep_r<3>(); break;
-            case 4: sweep_r<4>(); break;
-            case 5: sweep_r<5>(); break;
-            case 6: sweep_r<6>(); break;
-            default: sweep_r<7>(); break;
-        }
+        uint8_t* __restrict best = best_.data();
+        uint8_t* __restrict mode = mode_.data();
+        std::memset(best, 0, static_cast<size_t>(w_));
+        std::memset(mode, 0, static_cast<size_t>(w_));
+        with_radius(r_, [&](auto radius) {
+            for (int l = 0; l <= k_; ++l)
+                select_r<decltype(radius)::value>(plane(l) - r_, static_cast<uint8_t>(l), best, mode, w_);
+        });
     }
     const uint8_t* mode() const { return mode_.data(); }
     const uint8_t* count() const { return best_.data(); }
 
+    // The window count of label l for the columns [x0, x1), into out[0, x1 - x0).
+    void window_counts(int l, int x0, int x1, uint8_t* __restrict out) const {
+        const uint8_t* padded = plane(l) - r_ + x0;
+        with_radius(r_, [&](auto radius) { sum_r<decltype(radius)::value>(padded, out, x1 - x0); });
+    }
+
 private:
     uint8_t* plane(int l) { return planes_.data() + static_cast<size_t>(l) * stride_ + r_; }
+    const uint8_t* plane(int l) const { return planes_.data() + static_cast<size_t>(l) * stride_ + r_; }
 
     void update(const uint8_t* labels, int sign) {
         for (int l = 0; l <= k_; ++l) add_equal(plane(l), labels, static_cast<uint8_t>(l), sign, w_);
@@ -252,15 +277,13 @@ private:
         else
             for (int x = 0; x < w; ++x) p[x] = static_cast<uint8_t>(p[x] - (labels[x] == l));
     }
-    // One label plane at a time, the 2R+1 shifted loads unrolled (R fixed at compile time), so each
-    // count is summed in a register: separate add-and-store passes per shift ran 2x slower.
     template <int R>
-    void sweep_r() {
-        uint8_t* __restrict best = best_.data();
-        uint8_t* __restrict mode = mode_.data();
-        std::memset(best, 0, static_cast<size_t>(w_));
-        std::memset(mode, 0, static_cast<size_t>(w_));
-        for (int l = 0; l <= k_; ++l) select_r<R>(plane(l) - R, static_cast<uint8_t>(l), best, mode, w_);
+    static void sum_r(const uint8_t* __restrict padded, uint8_t* __restrict out, int n) {
+        for (int x = 0; x < n; ++x) {
+            uint8_t sum = 0;
+            for (int d = 0; d <= 2 * R; ++d) sum = static_cast<uint8_t>(sum + padded[x + d]);
+            out[x] = sum;
+        }
     }
     template <int R>
     static void select_r(const uint8_t* __restrict padded, uint8_t l, uint8_t* __restrict best,
@@ -320,17 +343,6 @@ void decision_outputs(const uint8_t* __restrict mode, const uint8_t* __restrict 
 }
 
 // ------------------------------------------------------------------------------- 3. blend
-
-// (a + d/2) / d for a < 2^31, d < 2^16, without a hardware divide: a double reciprocal is within
-// one of the quotient, one correction step makes it exact.
-inline uint32_t div_round(uint32_t a32, uint32_t d, double inv_d) {
-    uint64_t a = a32;
-    a += d / 2;
-    uint64_t q = static_cast<uint64_t>(static_cast<double>(a) * inv_d);
-    if (q * d > a) --q;
-    else if ((q + 1) * d <= a) ++q;
-    return static_cast<uint32_t>(q);
-}
 
 // Per column, the label shared by the whole clipped (2r+1)^2 window, or 0xFF where they differ:
 // vertical then horizontal min and max of the labels (padding never changes a min or a max).
@@ -396,38 +408,152 @@ void average_run(const T* const* frames, int k, int64_t start, int64_t n, T* __r
     }
 }
 
-// One output row. Windows whose labels all equal one frame: copied from that frame in runs.
-// Windows all "no information" (label K): the average of every frame. Elsewhere frame i weighs
-// (K * count_i + count_K) / (K * n), counts taken over the clipped window.
-// One boundary pixel: frame i weighs (K * counts[i] + counts[K]) / (K * n).
-template <typename T>
-inline void blend_pixel(const T* const* frames, int k, int c, const unsigned* counts, uint32_t n, int64_t p,
-                        const std::vector<double>& inverse, T* out) {
-    const uint32_t total = n * static_cast<uint32_t>(k);
-    // Sums stay below total * 65535 <= 225 * 31 * 65535 < 2^32.
-    uint32_t acc[16] = {0};
-    for (int i = 0; i < k; ++i) {
-        const uint32_t wi = counts[i] * static_cast<uint32_t>(k) + counts[k];
-        if (wi == 0) continue;
-        const T* src = frames[i] + p;
-        for (int ch = 0; ch < c; ++ch) acc[ch] += wi * src[ch];
+// Scratch rows of blend_run, sized for the longest run (a whole row) once per band.
+struct BlendScratch {
+    std::vector<uint8_t> counts;          // (K+1) x W window counts, label-major
+    std::vector<uint32_t> weight;         // W: one frame's weight (or the divisor) per pixel
+    std::vector<uint32_t> divisor;        // W*C: K * window size, per sample
+    std::vector<uint32_t> sample_weight;  // W*C: one frame's weight per sample
+    std::vector<uint32_t> acc;            // W*C
+    BlendScratch(int k, int w, int c)
+        : counts(static_cast<size_t>(k + 1) * w), weight(static_cast<size_t>(w)),
+          divisor(static_cast<size_t>(w) * c), sample_weight(static_cast<size_t>(w) * c),
+          acc(static_cast<size_t>(w) * c) {}
+};
+
+// Spreads per-pixel values over the C interleaved samples of each pixel.
+inline void per_sample(const uint32_t* __restrict px, int n, int c, uint32_t* __restrict out) {
+    if (c == 1) {
+        std::memcpy(out, px, static_cast<size_t>(n) * sizeof(uint32_t));
+    } else if (c == 3) {
+        for (int j = 0; j < n; ++j) out[3 * j] = out[3 * j + 1] = out[3 * j + 2] = px[j];
+    } else {
+        for (int j = 0; j < n; ++j)
+            for (int ch = 0; ch < c; ++ch) out[static_cast<int64_t>(j) * c + ch] = px[j];
     }
-    const double inv = inverse[total];
-    for (int ch = 0; ch < c; ++ch) out[p + ch] = static_cast<T>(div_round(acc[ch], total, inv));
+}
+
+#if defined(__AVX2__)
+// blend_run for 8-bit RGB, eight pixels (24 samples) at a time with the sums in registers across
+// the K frames: 16-bit products summed by madd (weights <= 31 * 225 < 2^15, samples <= 255) and
+// the division as a float reciprocal with one exact integer correction (quotients <= 255, so the
+// float estimate is within one). Returns the first pixel it did not blend.
+inline int blend_run_rgb8_avx2(const uint8_t* const* frames, int k, const uint8_t* counts, int n, int x0,
+                               const uint8_t* widths, uint32_t rows_k, int64_t start, uint8_t* image) {
+    const __m256i spread0 = _mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2);
+    const __m256i spread1 = _mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5);
+    const __m256i spread2 = _mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7);
+    const __m256i vk = _mm256_set1_epi32(k), vrows_k = _mm256_set1_epi32(static_cast<int>(rows_k));
+    const __m256i one = _mm256_set1_epi32(1);
+    const uint8_t* none = counts + static_cast<size_t>(k) * n;
+    auto bytes8 = [](const uint8_t* p) {
+        int64_t v;
+        std::memcpy(&v, p, 8);
+        return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v));
+    };
+    bool present[kMaxStackSize];
+    for (int i = 0; i < k; ++i) {
+        const uint8_t* ci = counts + static_cast<size_t>(i) * n;
+        uint8_t any = 0;
+        for (int j = 0; j < n; ++j) any |= static_cast<uint8_t>(ci[j] | none[j]);
+        present[i] = any != 0;
+    }
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256i d = _mm256_mullo_epi32(bytes8(widths + x0 + j), vrows_k);
+        const __m256i d0 = _mm256_permutevar8x32_epi32(d, spread0), d1 = _mm256_permutevar8x32_epi32(d, spread1),
+                      d2 = _mm256_permutevar8x32_epi32(d, spread2);
+        __m256i a0 = _mm256_srli_epi32(d0, 1), a1 = _mm256_srli_epi32(d1, 1), a2 = _mm256_srli_epi32(d2, 1);
+        const __m256i ck = bytes8(none + j);
+        const int64_t s = start + 3 * static_cast<int64_t>(j);
+        for (int i = 0; i < k; ++i) {
+            if (!present[i]) continue;
+            const __m256i w = _mm256_add_epi32(_mm256_mullo_epi32(bytes8(counts + static_cast<size_t>(i) * n + j), vk), ck);
+            const uint8_t* src = frames[i] + s;
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread0), bytes8(src)));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread1), bytes8(src + 8)));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread2), bytes8(src + 16)));
+        }
+        auto quotient = [&](__m256i a, __m256i dv) {
+            __m256i q = _mm256_cvttps_epi32(_mm256_div_ps(_mm256_cvtepi32_ps(a), _mm256_cvtepi32_ps(dv)));
+            const __m256i r = _mm256_sub_epi32(a, _mm256_mullo_epi32(q, dv));
+            q = _mm256_sub_epi32(q, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), r), one));
+            return _mm256_add_epi32(q, _mm256_andnot_si256(_mm256_cmpgt_epi32(dv, r), one));
+        };
+        const __m256i q01 = _mm256_permute4x64_epi64(_mm256_packus_epi32(quotient(a0, d0), quotient(a1, d1)), 0xD8);
+        const __m256i q2 = _mm256_permute4x64_epi64(_mm256_packus_epi32(quotient(a2, d2), quotient(a2, d2)), 0xD8);
+        const __m128i lo = _mm_packus_epi16(_mm256_castsi256_si128(q01), _mm256_extracti128_si256(q01, 1));
+        const __m128i hi = _mm_packus_epi16(_mm256_castsi256_si128(q2), _mm_setzero_si128());
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(image + s), lo);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(image + s + 16), hi);
+    }
+    return x0 + j;
+}
+#endif
+
+// The boundary run [x0, x1) of one row: frame i weighs (K * count_i + count_K) / (K * n), counts
+// of the filtered labels over the clipped (2r+1)^2 window of n pixels, rounded half up, so that
+// identical frames give that frame exactly. Whole-run unit-stride loops that vectorise: the
+// per-pixel version took 90% of the decision on noisy fundus frames, where nearly every window
+// holds two labels (94% of the pixels of a 1080p demo frame).
+template <typename T>
+void blend_run(const T* const* frames, int k, int c, const WindowLabelCounts& counts, const uint8_t* widths,
+               int64_t row_start, int x0, int x1, BlendScratch& s, T* image) {
+    const int n0 = x1 - x0;
+    for (int l = 0; l <= k; ++l) counts.window_counts(l, x0, x1, s.counts.data() + static_cast<size_t>(l) * n0);
+    const uint32_t rows_k = counts.rows() * static_cast<uint32_t>(k);
+#if defined(__AVX2__)
+    if constexpr (sizeof(T) == 1) {
+        if (c == 3) {
+            const int done = blend_run_rgb8_avx2(frames, k, s.counts.data(), n0, x0, widths, rows_k,
+                                                 (row_start + x0) * 3, image);
+            if (done == x1) return;
+            // The last n0 % 8 pixels: shift their counts to the front and fall through.
+            for (int l = 0; l <= k; ++l)
+                std::memmove(s.counts.data() + static_cast<size_t>(l) * (x1 - done),
+                             s.counts.data() + static_cast<size_t>(l) * n0 + (done - x0), static_cast<size_t>(x1 - done));
+            x0 = done;
+        }
+    }
+#endif
+    const int n = x1 - x0;
+    const int64_t m = static_cast<int64_t>(n) * c, start = (row_start + x0) * c;
+    const uint8_t* __restrict none = s.counts.data() + static_cast<size_t>(k) * n;
+    uint32_t* __restrict weight = s.weight.data();
+    uint32_t* __restrict divisor = s.divisor.data();
+    uint32_t* __restrict sample_weight = s.sample_weight.data();
+    uint32_t* __restrict acc = s.acc.data();
+    for (int j = 0; j < n; ++j) weight[j] = rows_k * widths[x0 + j];
+    per_sample(weight, n, c, divisor);
+    for (int64_t e = 0; e < m; ++e) acc[e] = divisor[e] / 2;
+    for (int i = 0; i < k; ++i) {
+        const uint8_t* __restrict count = s.counts.data() + static_cast<size_t>(i) * n;
+        uint32_t any = 0;
+        for (int j = 0; j < n; ++j) {
+            weight[j] = static_cast<uint32_t>(k) * count[j] + none[j];
+            any |= weight[j];
+        }
+        if (!any) continue;  // label i is in no window of the run (and there is no label K)
+        per_sample(weight, n, c, sample_weight);
+        const T* __restrict src = frames[i] + start;
+        for (int64_t e = 0; e < m; ++e) acc[e] += sample_weight[e] * static_cast<uint32_t>(src[e]);
+    }
+    // acc <= 225 * 31 * 65535 + half < 2^31 and divisor < 2^13: the double quotient never rounds up
+    // to the next integer (>= 1/divisor away, far above double precision), so truncation is exact.
+    // Signed conversions: AVX2 converts only int32 <-> double in vectors.
+    T* __restrict out = image + start;
+    for (int64_t e = 0; e < m; ++e)
+        out[e] = static_cast<T>(static_cast<int32_t>(static_cast<double>(static_cast<int32_t>(acc[e])) /
+                                                     static_cast<double>(static_cast<int32_t>(divisor[e]))));
 }
 
 // One output row. Windows whose labels all equal one frame: copied from that frame in runs.
-// Windows all "no information" (label K): the average of every frame. Elsewhere (boundary runs)
-// blend_pixel, with window counts slid along the run: for K < 8 column counts packed in 8-bit
-// lanes of a 64-bit word (a window never holds more than 225 pixels); per-pixel counting of the
-// whole window cost (2r+1)^2 operations per boundary pixel and a third of the blend.
-template <typename T, typename RowFn>
-void blend_row(const T* const* frames, int k, int c, int64_t y, int64_t h, int w, int r, const uint8_t* uniform,
-               RowFn&& label_row, const std::vector<double>& inverse, std::vector<uint64_t>& columns, T* image) {
+// Windows all "no information" (label K): the average of every frame. Elsewhere: blend_run, with
+// `counts` holding the filtered labels of rows [y-r, y+r].
+template <typename T>
+void blend_row(const T* const* frames, int k, int c, int64_t y, int w, const uint8_t* uniform,
+               const WindowLabelCounts& counts, const uint8_t* widths, BlendScratch& scratch, T* image) {
     const int64_t row_start = y * static_cast<int64_t>(w);
-    const int64_t ya = std::max<int64_t>(0, y - r), yb = std::min<int64_t>(h - 1, y + r);
-    const uint32_t rows = static_cast<uint32_t>(yb - ya + 1);
-    T* out = image;
     int x = 0;
     while (x < w) {
         const uint8_t u = uniform[x];
@@ -438,54 +564,17 @@ void blend_row(const T* const* frames, int k, int c, int64_t y, int64_t h, int w
             while (end < w && uniform[end] == u) ++end;
             const int64_t start = (row_start + x) * c, n = static_cast<int64_t>(end - x) * c;
             if (u < k)
-                std::memcpy(out + start, frames[u] + start, static_cast<size_t>(n) * sizeof(T));
+                std::memcpy(image + start, frames[u] + start, static_cast<size_t>(n) * sizeof(T));
             else
-                average_run<T>(frames, k, start, n, out);
+                average_run<T>(frames, k, start, n, image);
             x = end;
             continue;
         }
+        for (uint64_t v; end + 8 <= w && (std::memcpy(&v, uniform + end, 8), v == ~uint64_t{0});) end += 8;
         while (end < w && uniform[end] == 0xFF) ++end;
-        unsigned counts[kMaxStackSize + 1];
-        if (k < 8) {
-            const int ca = std::max(0, x - r), cb = std::min(w - 1, end - 1 + r);
-            uint64_t* col = columns.data();
-            std::memset(col + ca, 0, static_cast<size_t>(cb - ca + 1) * sizeof(uint64_t));
-            for (int64_t yy = ya; yy <= yb; ++yy) {
-                const uint8_t* lr = label_row(yy);
-                for (int cx = ca; cx <= cb; ++cx) col[cx] += uint64_t{1} << (8 * lr[cx]);
-            }
-            uint64_t hist = 0;
-            for (int cx = ca; cx <= std::min(w - 1, x + r); ++cx) hist += col[cx];
-            for (int px = x; px < end; ++px) {
-                if (px > x) {
-                    if (px + r < w) hist += col[px + r];
-                    if (px - r - 1 >= 0) hist -= col[px - r - 1];
-                }
-                for (int l = 0; l <= k; ++l) counts[l] = static_cast<unsigned>((hist >> (8 * l)) & 0xFF);
-                const uint32_t n = rows * static_cast<uint32_t>(std::min(w - 1, px + r) - std::max(0, px - r) + 1);
-                blend_pixel<T>(frames, k, c, counts, n, (row_start + px) * c, inverse, out);
-            }
-        } else {
-            for (int px = x; px < end; ++px) {
-                const int xa = std::max(0, px - r), xb = std::min(w - 1, px + r);
-                std::fill(counts, counts + k + 1, 0u);
-                for (int64_t yy = ya; yy <= yb; ++yy) {
-                    const uint8_t* lr = label_row(yy);
-                    for (int xx = xa; xx <= xb; ++xx) ++counts[lr[xx]];
-                }
-                blend_pixel<T>(frames, k, c, counts, rows * static_cast<uint32_t>(xb - xa + 1), (row_start + px) * c,
-                               inverse, out);
-            }
-        }
+        blend_run<T>(frames, k, c, counts, widths, row_start, x, end, scratch, image);
         x = end;
     }
-}
-
-std::vector<double> reciprocals(int k, int r) {
-    const size_t max_total = static_cast<size_t>((2 * r + 1) * (2 * r + 1)) * static_cast<size_t>(k);
-    std::vector<double> inv(max_total + 1, 0.0);
-    for (size_t d = 1; d <= max_total; ++d) inv[d] = 1.0 / static_cast<double>(d);
-    return inv;
 }
 
 // ------------------------------------------------------------------------------- the band driver
@@ -500,15 +589,17 @@ struct Outputs {
 // band recomputes its halo (filter_radius + blend_radius rows above and below).
 template <typename T>
 void fuse_band(const uint32_t* const* focus, const T* const* frames, int k, int64_t h, int w, int c,
-               const DecisionParams& p, const std::vector<double>& inverse, const Outputs& o, T* image, int64_t y0,
-               int64_t y1) {
+               const DecisionParams& p, const Outputs& o, T* image, int64_t y0, int64_t y1) {
     const int rf = p.filter_radius, rb = frames ? p.blend_radius : 0;
     RowRing<uint8_t> raw(w, 2 * rf + 2), filtered(w, 2 * rb + 2);
     RowRing<float> offset(w, 2 * rf + 2), contrast(w, 2 * rf + 2);
-    MajorityFilter filter(k, w, rf);
-    UniformWindow uniform(w, rb);
-    std::vector<uint64_t> columns(frames ? static_cast<size_t>(w) : 0);
+    WindowLabelCounts filter(k, w, rf);
     const std::vector<uint8_t> widths = window_widths(w, rf);
+    // The blend's state, only when there are frames to blend.
+    UniformWindow uniform(frames ? w : 0, rb);
+    WindowLabelCounts blend_counts(frames ? k : 0, frames ? w : 0, rb);
+    BlendScratch scratch(frames ? k : 0, frames ? w : 0, c);
+    const std::vector<uint8_t> blend_widths = window_widths(frames ? w : 0, rb);
 
     int64_t next_raw = std::max<int64_t>(0, y0 - rb - rf);
     int64_t next_filtered = std::max<int64_t>(0, y0 - rb);
@@ -535,19 +626,25 @@ void fuse_band(const uint32_t* const* focus, const T* const* frames, int k, int6
         while (next_filtered <= need) filter_row(next_filtered++);
         if (!frames) continue;
         const uint8_t* u = uniform.compute(y, h, filtered_row);
-        blend_row<T>(frames, k, c, y, h, w, rb, u, filtered_row, inverse, columns, image);
+        blend_counts.move_to(y, h, filtered_row);
+        blend_row<T>(frames, k, c, y, w, u, blend_counts, blend_widths.data(), scratch, image);
     }
 }
 
 // Blend only, from a given label map (stack_blend).
 template <typename T>
 void blend_band(const T* const* frames, int k, int64_t h, int w, int c, const uint8_t* labels, int r,
-                const std::vector<double>& inverse, T* image, int64_t y0, int64_t y1) {
+                T* image, int64_t y0, int64_t y1) {
     UniformWindow uniform(w, r);
-    std::vector<uint64_t> columns(static_cast<size_t>(w));
+    WindowLabelCounts counts(k, w, r);
+    BlendScratch scratch(k, w, c);
+    const std::vector<uint8_t> widths = window_widths(w, r);
     auto row = [&](int64_t y) -> const uint8_t* { return labels + y * w; };
-    for (int64_t y = y0; y < y1; ++y)
-        blend_row<T>(frames, k, c, y, h, w, r, uniform.compute(y, h, row), row, inverse, columns, image);
+    for (int64_t y = y0; y < y1; ++y) {
+        const uint8_t* u = uniform.compute(y, h, row);
+        counts.move_to(y, h, row);
+        blend_row<T>(frames, k, c, y, w, u, counts, widths.data(), scratch, image);
+    }
 }
 
 // Rows per band: the halo (2 * (filter_radius + blend_radius) rows) stays small against it.
@@ -567,10 +664,9 @@ void fuse_impl(const uint32_t* const* focus, const T* const* frames, int k, int 
                const DecisionParams& p, uint8_t* labels, float* depth, float* confidence, T* image) {
     check_decision_params(k, h, w, p);
     if (frames) check_channels(c);
-    const std::vector<double> inverse = frames ? reciprocals(k, p.blend_radius) : std::vector<double>();
     const Outputs o{labels, depth, confidence};
     parallel_for(
-        0, h, [&](int64_t y0, int64_t y1) { fuse_band<T>(focus, frames, k, h, w, c, p, inverse, o, image, y0, y1); },
+        0, h, [&](int64_t y0, int64_t y1) { fuse_band<T>(focus, frames, k, h, w, c, p, o, image, y0, y1); },
         p.num_threads, min_band_rows(p, h, p.num_threads));
 }
 
@@ -582,9 +678,8 @@ void blend_impl(const T* const* frames, int k, int h, int w, int c, const uint8_
     p.blend_radius = r;
     check_decision_params(k, h, w, p);
     check_channels(c);
-    const std::vector<double> inverse = reciprocals(k, r);
     parallel_for(
-        0, h, [&](int64_t y0, int64_t y1) { blend_band<T>(frames, k, h, w, c, labels, r, inverse, out, y0, y1); },
+        0, h, [&](int64_t y0, int64_t y1) { blend_band<T>(frames, k, h, w, c, labels, r, out, y0, y1); },
         threads, min_band_rows(p, h, threads));
 }
 

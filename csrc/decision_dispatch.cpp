@@ -1,5 +1,6 @@
 // The public stack decision (decision.hpp): parameter checks, then the AVX2 or the baseline copy of
 // decision.cpp (see decision_isa.hpp) for the CPU this process runs on.
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -9,9 +10,14 @@
 namespace surgifuse {
 namespace {
 
+// SURGIFUSE_DECISION_ISA=baseline forces the baseline copy (the tests compare the two copies).
 bool use_avx2() {
 #if defined(SURGIFUSE_DECISION_HAVE_AVX2)
-    static const bool yes = __builtin_cpu_supports("x86-64-v3");  // the copy is built with -march=x86-64-v3
+    static const bool yes = [] {
+        const char* forced = std::getenv("SURGIFUSE_DECISION_ISA");
+        if (forced && std::string(forced) == "baseline") return false;
+        return static_cast<bool>(__builtin_cpu_supports("x86-64-v3"));  // the copy's -march
+    }();
     return yes;
 #else
     return false;

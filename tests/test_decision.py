@@ -276,3 +276,52 @@ def test_cuda_equals_cpu(k, h, w, channels, rf, rb, flat):
         np.testing.assert_array_equal(gpu.image, cpu.image)
         np.testing.assert_allclose(gpu.depth_index, cpu.depth_index, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(gpu.confidence, cpu.confidence, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the two compiled copies
+
+
+ISA_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from surgifuse import _core, decision
+rng = np.random.default_rng(11)
+out = [_core.decision_isa()]
+for k, h, w, c, dtype in ((5, 97, 203, 3, np.uint8), (4, 61, 77, 1, np.uint8), (5, 45, 90, 3, np.uint16), (3, 33, 50, 2, np.uint8)):
+    shape = (h, w, c) if c > 1 else (h, w)
+    frames = [rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype) for _ in range(k)]
+    # Noisy focus, as on flat fundus regions: almost every window holds several labels.
+    maps = [rng.integers(0, 50, (h, w)).astype(np.uint32) for _ in range(k)]
+    r = decision.fuse_stack(frames, maps, filter_radius=2, blend_radius=4)
+    digest = hashlib.sha256()
+    for a in (r.image, r.labels, r.depth_index, r.confidence):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    out.append(digest.hexdigest())
+print(" ".join(out))
+"""
+
+
+def test_avx2_and_baseline_copies_agree_bit_for_bit():
+    import os
+    import subprocess
+    import sys
+
+    if _core.decision_isa() != "avx2":
+        pytest.skip("this CPU runs only the baseline copy of the stack decision")
+    runs = {}
+    for isa in ("avx2", "baseline"):
+        env = {**os.environ, "SURGIFUSE_DECISION_ISA": isa}
+        done = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        runs[isa] = done.stdout.split()
+    assert runs["avx2"][0] == "avx2" and runs["baseline"][0] == "baseline"
+    assert runs["avx2"][1:] == runs["baseline"][1:]
+
+
+def test_noisy_labels_blend_matches_reference_rgb8():
+    # Long boundary runs (the vectorised eight-pixel blend) and their tails, against the NumPy rule.
+    rng = np.random.default_rng(5)
+    k, h, w = 5, 40, 203
+    frames = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for _ in range(k)]
+    maps = [rng.integers(0, 50, (h, w)).astype(np.uint32) for _ in range(k)]
+    out = decision.fuse_stack(frames, maps, filter_radius=1, blend_radius=4)
+    np.testing.assert_array_equal(out.image, reference_blend(frames, out.labels, 4))
