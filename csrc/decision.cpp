@@ -451,24 +451,21 @@ inline int blend_run_rgb8_avx2(const uint8_t* const* frames, int k, const uint8_
         std::memcpy(&v, p, 8);
         return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v));
     };
-    bool present[kMaxStackSize];
-    for (int i = 0; i < k; ++i) {
-        const uint8_t* ci = counts + static_cast<size_t>(i) * n;
-        uint8_t any = 0;
-        for (int j = 0; j < n; ++j) any |= static_cast<uint8_t>(ci[j] | none[j]);
-        present[i] = any != 0;
-    }
     int j = 0;
     for (; j + 8 <= n; j += 8) {
         const __m256i d = _mm256_mullo_epi32(bytes8(widths + x0 + j), vrows_k);
         const __m256i d0 = _mm256_permutevar8x32_epi32(d, spread0), d1 = _mm256_permutevar8x32_epi32(d, spread1),
                       d2 = _mm256_permutevar8x32_epi32(d, spread2);
         __m256i a0 = _mm256_srli_epi32(d0, 1), a1 = _mm256_srli_epi32(d1, 1), a2 = _mm256_srli_epi32(d2, 1);
-        const __m256i ck = bytes8(none + j);
+        int64_t none8;
+        std::memcpy(&none8, none + j, 8);
+        const __m256i ck = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(none8));
         const int64_t s = start + 3 * static_cast<int64_t>(j);
         for (int i = 0; i < k; ++i) {
-            if (!present[i]) continue;
-            const __m256i w = _mm256_add_epi32(_mm256_mullo_epi32(bytes8(counts + static_cast<size_t>(i) * n + j), vk), ck);
+            int64_t count8;
+            std::memcpy(&count8, counts + static_cast<size_t>(i) * n + j, 8);
+            if ((count8 | none8) == 0) continue;  // frame i weighs nothing in these eight windows
+            const __m256i w = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(count8)), vk), ck);
             const uint8_t* src = frames[i] + s;
             a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread0), bytes8(src)));
             a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread1), bytes8(src + 8)));
