@@ -287,3 +287,15 @@ def test_real_pcb_stack_alignment_raises_agreement(shared_dir):
         before = float(np.mean(structure(raw) * ref))
         after = float(np.mean(structure(reg) * ref))
         assert after > before + 0.05, (i, before, after)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_rgb_linear_warp_equals_warping_each_channel(rng, dtype):
+    # warp() takes a four-channel detour for speed; it must not change a single value.
+    high = np.iinfo(dtype).max
+    frame = rng.integers(0, high, (67, 91, 3), endpoint=True).astype(dtype)
+    t = SimilarityTransform(scale=1.013, rotation=0.02, tx=2.3, ty=-1.7)
+    out = warp(frame, t, interpolation="linear")
+    per_channel = np.stack([warp(np.ascontiguousarray(frame[..., c]), t, interpolation="linear") for c in range(3)], axis=-1)
+    np.testing.assert_array_equal(out, per_channel)
+    assert out.dtype == frame.dtype

@@ -246,6 +246,21 @@ def test_motion_guard_replaces_old_instrument_positions_with_the_newest_frame():
     assert np.array_equal(out.image[100:, :], fused[100:, :])
 
 
+def test_motion_guard_in_place_equals_the_copying_result():
+    frames, _ = _instrument_frames()
+    newest = len(frames) - 1
+    fused, depth = frames[0].copy(), np.zeros(frames[0].shape[:2], np.float32)
+    keep_fused, keep_depth = fused.copy(), depth.copy()
+    copied = MotionGuard(coarse_width=24).apply(frames, newest, fused, depth)
+    np.testing.assert_array_equal(fused, keep_fused)  # the default leaves its inputs alone
+    np.testing.assert_array_equal(depth, keep_depth)
+    assert copied.fraction > 0
+    in_place = MotionGuard(coarse_width=24).apply(frames, newest, fused, depth, in_place=True)
+    assert in_place.image is fused and in_place.depth_index is depth
+    np.testing.assert_array_equal(in_place.image, copied.image)
+    np.testing.assert_array_equal(in_place.depth_index, copied.depth_index)
+
+
 def test_motion_guard_leaves_a_static_focus_sweep_alone():
     from surgifuse.synth.video import FocusSweepRenderer
 

@@ -79,7 +79,11 @@ class MotionGuard:
         h, w = frame.shape[:2]
         cw = min(w, self.coarse_width)
         ch = max(1, round(h * cw / w))
-        small = cv2.resize(frame, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
+        small = frame
+        # Area halving first: OpenCV's fastest reduction (1080p RGB to 160 wide: 1.4 ms instead of 3.0).
+        while small.shape[1] >= 4 * cw and small.shape[0] >= 4 * ch:
+            small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
         if frame.dtype == np.uint16:
             small *= 255.0 / 65535.0
         small = cv2.GaussianBlur(small, (0, 0), 1.0)
@@ -105,7 +109,7 @@ class MotionGuard:
         return masks
 
     def apply(self, frames: Sequence[np.ndarray], newest: int, image: np.ndarray,
-              depth_index: np.ndarray) -> GuardResult:
+              depth_index: np.ndarray, *, in_place: bool = False) -> GuardResult:
         """Guard one fused result.
 
         Parameters
@@ -118,6 +122,9 @@ class MotionGuard:
             The fused image (same shape as a frame).
         depth_index : ndarray, float32 HxW
             The engine's depth index (which frame each pixel came from).
+        in_place : bool
+            Write the overrides into ``image`` and ``depth_index`` instead of copies (the live
+            processor owns the engine's fresh outputs: two full-size copies cost 8 ms at 1080p).
         """
         if not 0 <= newest < len(frames):
             raise ValueError(f"newest must index the {len(frames)} frames, got {newest}")
@@ -146,19 +153,19 @@ class MotionGuard:
         fraction = float(mask.mean())
         if fraction == 0.0:
             return GuardResult(image, depth_index, 0.0, mask)
-        return GuardResult(*self._blend(frames[newest], newest, image, depth_index, mask), fraction, mask)
+        return GuardResult(*self._blend(frames[newest], newest, image, depth_index, mask, in_place), fraction, mask)
 
-    def _blend(self, newest_frame, newest, image, depth_index, mask):
+    def _blend(self, newest_frame, newest, image, depth_index, mask, in_place):
         h, w = image.shape[:2]
         ch, cw = mask.shape
         alpha_coarse = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)
         alpha_coarse = np.minimum(alpha_coarse * 1.5, 1.0)  # solid inside the mask, feathered only at its rim
-        out = image.copy()
-        depth = depth_index.copy()
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         # Blend each region inside its own box (one cell of margin for the feather): scattered small
         # regions would otherwise make one box the size of the frame. Every box reads the original
-        # image, so overlapping boxes give the same result as one.
+        # image (all are computed before any is written), so overlapping boxes give the same result
+        # in place or not.
+        updates = []
         for x, y, bw, bh, _area in stats[1:]:
             cy0, cy1 = max(0, y - 1), min(ch, y + bh + 1)
             cx0, cx1 = max(0, x - 1), min(cw, x + bw + 1)
@@ -168,9 +175,14 @@ class MotionGuard:
                                interpolation=cv2.INTER_LINEAR)
             src_new = np.ascontiguousarray(newest_frame[y0:y1, x0:x1])
             src_old = np.ascontiguousarray(image[y0:y1, x0:x1])
-            out[y0:y1, x0:x1] = cv2.blendLinear(src_new, src_old, alpha, 1.0 - alpha)
             d = depth_index[y0:y1, x0:x1]
-            depth[y0:y1, x0:x1] = d + alpha * (np.float32(newest) - d)
+            updates.append((y0, y1, x0, x1, cv2.blendLinear(src_new, src_old, alpha, 1.0 - alpha),
+                            d + alpha * (np.float32(newest) - d)))
+        out = image if in_place else image.copy()
+        depth = depth_index if in_place else depth_index.copy()
+        for y0, y1, x0, x1, pixels, depths in updates:
+            out[y0:y1, x0:x1] = pixels
+            depth[y0:y1, x0:x1] = depths
         return out, depth
 
     def _forget_except(self, frames: Sequence[np.ndarray]) -> None:

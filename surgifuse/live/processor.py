@@ -57,7 +57,9 @@ class FrameProcessor:
         newest = int(np.argmax(seqs))
         image, depth, fraction = result.image, result.depth_index, 0.0
         if self.guard is not None and len(frames) > 1:
-            guarded = self.guard.apply(frames, newest, image, depth)
+            # In place unless the engine handed back memory of a buffered frame (it would be changed).
+            owned = not any(np.may_share_memory(image, f) for f in frames)
+            guarded = self.guard.apply(frames, newest, image, depth, in_place=owned)
             image, depth, fraction = guarded.image, guarded.depth_index, guarded.fraction
         t3 = time.perf_counter()
         timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0, "guard": (t3 - t2) * 1000.0}
