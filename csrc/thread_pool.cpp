@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -12,6 +13,8 @@
 
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #endif
 
@@ -38,6 +41,30 @@ int default_num_threads() {
 std::atomic<int> g_num_threads{0};  // 0: not yet initialised
 thread_local bool t_inside_pool_body = false;
 
+// Workers run a job at the scheduling priority (nice) of the thread that posted it: the live
+// service lowers its fusion thread's priority so that capture, encoding and sending come first
+// (docs/live-pipeline.md), and the workers doing that thread's work must follow it.
+#if defined(__linux__)
+constexpr int kUnknownNice = 1000;
+thread_local int t_nice = kUnknownNice;
+int current_nice() {
+    errno = 0;
+    const int n = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+    return errno == 0 ? n : kUnknownNice;
+}
+void adopt_nice(int nice) {
+    if (nice == kUnknownNice || nice == t_nice) return;
+    // Raising the priority back may be refused without CAP_SYS_NICE: the worker then stays lower,
+    // which only makes it yield more; it does not retry on every job.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
+    t_nice = nice;
+}
+#else
+constexpr int kUnknownNice = 1000;
+int current_nice() { return kUnknownNice; }
+void adopt_nice(int) {}
+#endif
+
 class ThreadPool {
 public:
     // Serialises whole jobs: one parallel_for owns the workers at a time.
@@ -53,6 +80,7 @@ public:
             chunk_ = chunk;
             next_.store(begin);
             error_ = nullptr;
+            job_nice_ = current_nice();
             wanted_ = threads - 1;
             pending_ = wanted_;
             ++generation_;
@@ -98,12 +126,15 @@ private:
 
     void worker_loop(int index, uint64_t seen) {
         for (;;) {
+            int nice;
             {
                 std::unique_lock<std::mutex> lock(m_);
                 cv_.wait(lock, [&] { return generation_ != seen; });
                 seen = generation_;
                 if (index >= wanted_) continue;  // this job asked for fewer threads
+                nice = job_nice_;
             }
+            adopt_nice(nice);
             work();
             std::lock_guard<std::mutex> lock(m_);
             if (--pending_ == 0) done_cv_.notify_one();
@@ -116,7 +147,7 @@ private:
     const std::function<void(int64_t, int64_t)>* body_ = nullptr;
     std::atomic<int64_t> next_{0};
     int64_t end_ = 0, chunk_ = 1;
-    int wanted_ = 0, pending_ = 0;
+    int wanted_ = 0, pending_ = 0, job_nice_ = kUnknownNice;
     uint64_t generation_ = 0;
     std::exception_ptr error_;
 };

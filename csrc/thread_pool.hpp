@@ -25,7 +25,8 @@ void set_num_threads(int n);
 //    rethrown on the caller after all chunks are done (the remaining chunks still run);
 //  - calls from inside a body (nested) run inline, never deadlock;
 //  - concurrent calls from several caller threads are serialised on the pool;
-//  - body must not touch Python objects (callers release the GIL around parallel_for).
+//  - body must not touch Python objects (callers release the GIL around parallel_for);
+//  - on Linux the workers run each job at the scheduling priority (nice) of the calling thread.
 // Chunks are handed out dynamically (about 4 per thread) so that a thread delayed by another
 // process on a shared machine does not hold up the whole frame.
 void parallel_for(int64_t begin, int64_t end,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from conftest import cuda_device_available
@@ -276,3 +278,36 @@ def test_concurrent_callers_share_the_pool_safely(rng):
         got = list(pool.map(lambda image: _core.focus_map(image, threads=3), images * 4))
     for i, result in enumerate(got):
         np.testing.assert_array_equal(result, want[i % len(images)])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux behaviour")
+def test_pool_workers_run_at_the_callers_priority():
+    # The live service lowers its fusion thread's priority; the native workers doing that thread's
+    # work must follow it, or fusion would still starve capture and encoding.
+    import os
+    import threading
+
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    _core.focus_measure(image, threads=2)  # workers exist, at the main thread's priority
+    before = {int(t) for t in os.listdir("/proc/self/task")}
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    lowered = min(19, main_nice + 7)
+
+    def niced_job():
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), lowered)
+        _core.focus_measure(image, threads=2)
+
+    job = threading.Thread(target=niced_job)
+    job.start()
+    job.join()
+
+    def nice_of(tid):
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+
+    niced = [t for t in before if t != threading.get_native_id() and nice_of(t) == lowered]
+    assert niced, "no native worker took the calling thread's nice value"
+    # and back: a job from a normal-priority thread (root may raise priority again)
+    _core.focus_measure(image, threads=2)
+    if os.geteuid() == 0:
+        assert all(nice_of(t) == main_nice for t in niced)

@@ -106,13 +106,39 @@ def test_engine_over_budget_publishes_raw_and_drops_the_late_result():
                             engine_factory=factory, metrics=metrics)
     pipeline.start()
     try:
-        items = collector.wait_for(20)
+        # late, then about 30 frames busy (the late job plus as long a rest), then a probe
+        items = collector.wait_for(60)
     finally:
         pipeline.stop()
     reasons = {p.reason for p in items}
-    assert reasons <= {"late", "busy"} and "late" in reasons and "busy" in reasons
+    assert reasons <= {"late", "busy", "probe"} and "late" in reasons and "busy" in reasons
     assert not any(p.fused for p in items)  # a result that came after its budget is never shown
     assert metrics.frames_unfused.labels("late")._value.get() >= 1
+    # After the first late frame the engine is only probed: no later frame waits out the budget.
+    assert [p.reason for p in items].count("late") == 1
+    assert "probe" in reasons
+
+
+def test_a_probe_that_fits_the_budget_brings_fused_frames_back():
+    collector = Collector()
+    engine = MaxFocusEngine(delay_s=0.15)
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=100.0)
+    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=40.0),
+                            engine_factory=lambda name, threshold=None: engine, metrics=LiveMetrics())
+    pipeline.start()
+    try:
+        collector.wait_for(10)
+        assert not any(p.fused for p in collector.items)
+        engine.delay_s = 0.0  # the machine's load fell: the next probe fits
+        deadline = time.monotonic() + 10
+        while not any(p.fused for p in collector.items[10:]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pipeline.stop()
+    later = collector.items[10:]
+    assert any(p.reason == "probe" for p in later) and any(p.fused for p in later)
+    first_fused = next(i for i, p in enumerate(later) if p.fused)
+    assert all(p.fused for p in later[first_fused:first_fused + 5])  # and they stay fused
 
 
 def test_reconfigure_swaps_engine_and_k_and_rejects_bad_engine():
