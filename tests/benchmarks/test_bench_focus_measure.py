@@ -14,30 +14,11 @@ import pytest
 from reference_focus_measure import reference_focus_measure
 
 from surgifuse import _core
+from surgifuse.bench.compare import opencv_focus_measure
 
 cv2 = pytest.importorskip("cv2")
 
 FULL_HD_RGB = (1080, 1920, 3)
-
-
-def opencv_focus_measure(image: np.ndarray, *, step: int = 1, threshold: int = 7, window: int = 1) -> np.ndarray:
-    """FMB from OpenCV calls (plus np.abs, the fastest int16 absolute value we measured).
-
-    Variants measured on 1080p RGB, one thread: this one (filter2D int16 + np.abs) was fastest;
-    cv2.absdiff against a zero array, sepFilter2D and float32 variants were slower.
-    """
-    kernel = np.zeros(2 * step + 1, dtype=np.float32)
-    kernel[0] = kernel[-1] = -1.0
-    kernel[step] = 2.0
-    border = cv2.BORDER_REFLECT_101
-    dh = cv2.filter2D(image, cv2.CV_16S, kernel.reshape(1, -1), borderType=border)
-    dv = cv2.filter2D(image, cv2.CV_16S, kernel.reshape(-1, 1), borderType=border)
-    ml = np.abs(dh)
-    ml += np.abs(dv)  # <= 1020: int16 is exact
-    cv2.threshold(ml, threshold - 1, 0, cv2.THRESH_TOZERO, dst=ml)  # keeps ml > T-1, i.e. ml >= T
-    side = 2 * window + 1
-    depth = -1 if side * side * 1020 <= np.iinfo(np.int16).max else cv2.CV_32F
-    return cv2.boxFilter(ml, depth, (side, side), normalize=False, borderType=border)
 
 
 @pytest.fixture(scope="module")
