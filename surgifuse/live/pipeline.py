@@ -9,7 +9,7 @@ a stale fused frame is never shown. After a late result the engine rests as long
 meanwhile are published raw, reason "busy") so that an engine too slow for the frame rate does not
 starve encoding and sending of CPU. Then it is probed: the next frame is published raw at once
 (reason "probe") while the engine fuses it in the background; only when such a probe finishes
-within the budget are frames held for their fused result again. Waiting out the budget on every
+well within the budget (PROBE_MARGIN) are frames held for their fused result again. Waiting out the budget on every
 attempt held one frame in five back by a whole frame interval (a visible stutter, p99 latency
 60 ms at 1080p on two cores).
 """
@@ -40,6 +40,11 @@ log = logging.getLogger("surgifuse.live.pipeline")
 #: Fusion yields to capture, encoding and sending: at 1080p on two cores the decision's two threads
 #: otherwise starved the encoder, and clients got 24.7 instead of 30 fps (docs/live-pipeline.md).
 FUSION_NICE = 10
+
+#: A probe must finish within this share of the budget to bring fused frames back: an engine that
+#: only just fits would otherwise flip the display between fused and raw every few frames (at 720p
+#: on two cores 26 % of the frames were fused, in short runs).
+PROBE_MARGIN = 0.8
 
 
 def _lower_fusion_priority() -> None:
@@ -229,7 +234,7 @@ class LivePipeline:
 
     def _probe_finished(self, future: Future, submitted: float) -> None:
         # Runs on the fusion worker. Its result is stale (the raw frame went out): only its time counts.
-        if future.exception() is None and time.monotonic() - submitted <= self.budget_s():
+        if future.exception() is None and time.monotonic() - submitted <= PROBE_MARGIN * self.budget_s():
             self._probing = False
         else:
             self._cool_down(submitted)
