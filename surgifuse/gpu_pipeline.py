@@ -108,15 +108,11 @@ class FusionNetCuda:
     def __init__(self, *, model: str = "fusion_net", backend: str = "auto", checkpoint: str | None = None) -> None:
         if backend not in ("auto", "ort", "torch"):
             raise ValueError(f"backend must be 'auto', 'ort' or 'torch', got {backend!r}")
+        from surgifuse.engines.fusion_net import fmb_settings
         from surgifuse.engines.onnx_models import load_sidecar
 
         sidecar, folder = load_sidecar(model)
-        if sidecar.get("kind") != "fn":
-            raise ValueError(f"model {model!r} is a {sidecar.get('kind')!r} model, not a Fusion Network")
-        cfg = sidecar["model_config"]
-        self.fmb_mode = cfg["fmb"]
-        self.fmb_params = dict(step=int(cfg["fmb_step"]), threshold=int(cfg["fmb_threshold"]), window=int(cfg["fmb_window"]))
-        self.fmb_scale = float(cfg["fmb_scale"])
+        self.fmb_mode, self.fmb_params, self.fmb_scale = fmb_settings(sidecar, model)
         self.torch = _torch_cuda()
         self.device = self.torch.device("cuda", 0)
         if backend == "auto":

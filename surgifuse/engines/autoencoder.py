@@ -39,6 +39,7 @@ class AutoencoderEngine(Engine):
     """
 
     name = "autoencoder"
+    prepare_stage = "encoder"
 
     def __init__(self, *, model: str = "autoencoder", filter_radius: int = 3, blend_radius: int = 2, device: str = "auto", threads: int = 2):
         sidecar, folder = load_model_info(model, graph_suffix="_activity")
@@ -76,12 +77,3 @@ class AutoencoderEngine(Engine):
         d = fuse_stack(frames, [np.ascontiguousarray(p) for p in prepared], filter_radius=self.filter_radius, blend_radius=self.blend_radius)
         t1 = time.perf_counter()
         return FusionResult(image=d.image, depth_index=d.depth_index, confidence=d.confidence, timings={"decision": (t1 - t0) * 1e3})
-
-    def fuse(self, stack) -> FusionResult:
-        frames = validate_stack(stack)
-        t0 = time.perf_counter()
-        prepared = [self.prepare_frame(f) for f in frames]
-        t1 = time.perf_counter()
-        result = self.fuse_prepared(frames, prepared)
-        result.timings = {"encoder": (t1 - t0) * 1e3, **result.timings}
-        return result

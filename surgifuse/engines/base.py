@@ -10,6 +10,7 @@ update, not K.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -42,6 +43,9 @@ class Engine(abc.ABC):
     """A fusion engine. Subclasses set ``name`` and implement the two streaming halves."""
 
     name: str = ""
+    #: Where ``fuse`` records the time of the K ``prepare_frame`` calls in ``timings`` (None: not
+    #: recorded, e.g. when the engine times its preparation itself).
+    prepare_stage: str | None = None
 
     @abc.abstractmethod
     def prepare_frame(self, frame: np.ndarray) -> Any:
@@ -54,7 +58,13 @@ class Engine(abc.ABC):
     def fuse(self, stack: Sequence[np.ndarray] | np.ndarray) -> FusionResult:
         """Fuse a whole stack: K frames (a sequence, or an array with K first)."""
         frames = validate_stack(stack)
-        return self.fuse_prepared(frames, [self.prepare_frame(f) for f in frames])
+        t0 = time.perf_counter()
+        prepared = [self.prepare_frame(f) for f in frames]
+        prepare_ms = (time.perf_counter() - t0) * 1e3
+        result = self.fuse_prepared(frames, prepared)
+        if self.prepare_stage is not None:
+            result.timings = {self.prepare_stage: prepare_ms, **result.timings}
+        return result
 
 
 def validate_stack(stack: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:

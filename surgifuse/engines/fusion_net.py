@@ -19,6 +19,16 @@ from .base import Engine, FusionResult, validate_stack
 from .onnx_models import choose_providers, load_model_info, open_session, run_session
 
 
+def fmb_settings(sidecar: dict, model: str) -> tuple[str, dict, float]:
+    """The FMB input of a Fusion Network model from its sidecar: ``(mode, focus-measure options,
+    scale)``; ``ValueError`` when the model is not a Fusion Network."""
+    if sidecar.get("kind") != "fn":
+        raise ValueError(f"model {model!r} is a {sidecar.get('kind')!r} model, not a Fusion Network")
+    cfg = sidecar["model_config"]
+    options = dict(step=int(cfg["fmb_step"]), threshold=int(cfg["fmb_threshold"]), window=int(cfg["fmb_window"]))
+    return cfg["fmb"], options, float(cfg["fmb_scale"])
+
+
 @dataclass
 class PreparedFrame:
     """What the buffer caches per frame: encoder features (C, H, W) and the frame as float (3, H, W)."""
@@ -59,15 +69,11 @@ class FusionNetEngine(Engine):
     """
 
     name = "fn"
+    prepare_stage = "encoder"
 
     def __init__(self, *, model: str = "fusion_net", device: str = "auto", threads: int = 2):
         sidecar, folder = load_model_info(model, graph_suffix="_encoder")
-        if sidecar.get("kind") != "fn":
-            raise ValueError(f"model {model!r} is a {sidecar.get('kind')!r} model, not a Fusion Network")
-        cfg = sidecar["model_config"]
-        self.fmb_mode = cfg["fmb"]
-        self.fmb_params = dict(step=int(cfg["fmb_step"]), threshold=int(cfg["fmb_threshold"]), window=int(cfg["fmb_window"]))
-        self.fmb_scale = float(cfg["fmb_scale"])
+        self.fmb_mode, self.fmb_params, self.fmb_scale = fmb_settings(sidecar, model)
         self.providers = choose_providers(device)
         self.on_gpu = self.providers[0] != "CPUExecutionProvider"
         self.encoder = open_session(folder / sidecar["graphs"]["encoder"], providers=self.providers, threads=threads)
@@ -122,12 +128,3 @@ class FusionNetEngine(Engine):
             image=out, depth_index=np.clip(depth, 0, k - 1), confidence=np.clip(conf, 0, 1),
             timings={"fuse_refine": (t1 - t0) * 1e3, "postprocess": (t2 - t1) * 1e3},
         )
-
-    def fuse(self, stack) -> FusionResult:
-        frames = validate_stack(stack)
-        t0 = time.perf_counter()
-        prepared = [self.prepare_frame(f) for f in frames]
-        t1 = time.perf_counter()
-        result = self.fuse_prepared(frames, prepared)
-        result.timings = {"encoder": (t1 - t0) * 1e3, **result.timings}
-        return result
