@@ -270,6 +270,38 @@ def warp(
     return out, mask.astype(bool)
 
 
+def warp_onto(
+    frame: np.ndarray,
+    transform: SimilarityTransform,
+    background: np.ndarray,
+    *,
+    interpolation: str = "linear",
+) -> np.ndarray:
+    """Like ``warp``, but output pixels whose source lies outside ``frame`` keep ``background``'s value.
+
+    ``background`` has the shape and dtype of ``frame`` and is not changed (a copy is written).
+    The live pipeline uses it to bring a fused image from the stack's coordinates into the newest
+    frame's: where the stack does not cover the current view, the newest raw frame shows.
+    """
+    frame, background = np.asarray(frame), np.asarray(background)
+    if frame.shape != background.shape or frame.dtype != background.dtype:
+        raise ValueError(f"background must match frame: got {background.shape} {background.dtype}, "
+                         f"frame {frame.shape} {frame.dtype}")
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] > 4):
+        raise ValueError(f"frame must be HxW or HxWxC with C <= 4, got shape {frame.shape}")
+    if not isinstance(transform, SimilarityTransform):
+        raise TypeError(f"transform must be a SimilarityTransform, got {type(transform).__name__}")
+    flags = _INTERPOLATIONS.get(interpolation)
+    if flags is None:
+        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {interpolation!r}")
+    h, w = frame.shape[:2]
+    four = frame.ndim == 3 and frame.shape[2] == 3 and flags == cv2.INTER_LINEAR  # the SIMD path, as _warp_plane
+    src = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA) if four else frame
+    out = cv2.cvtColor(background, cv2.COLOR_RGB2RGBA) if four else np.array(background, copy=True)
+    cv2.warpAffine(src, transform.matrix, (w, h), dst=out, flags=flags, borderMode=cv2.BORDER_TRANSPARENT)
+    return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB) if four else out
+
+
 def align_stack(
     frames: Sequence[np.ndarray] | np.ndarray,
     *,

@@ -167,6 +167,17 @@ class FocalStackBuffer:
         self._prepared[slot] = prepared
         self._metas[slot] = meta
 
+    @property
+    def newest_transform(self):
+        """With ``align``: the newest frame's raw -> buffer coordinates transform (None: identity,
+        i.e. no alignment or the newest frame is the anchor). ``fuse`` works in buffer coordinates;
+        ``surgifuse.align.warp_onto(image, t.inverse(), raw_newest)`` brings its output back into the
+        newest frame's own coordinates."""
+        if self._align is None or self._align_newest is None or self._count == 0:
+            return None
+        transform = self._align_newest[1]
+        return None if transform.max_displacement(self._frames[self._slots()[-1]].shape) == 0 else transform
+
     def fuse(self) -> FusionResult:
         """Fuse the frames held (oldest first) with the engine, from their cached prepared data."""
         if self._count == 0:

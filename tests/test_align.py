@@ -299,3 +299,21 @@ def test_rgb_linear_warp_equals_warping_each_channel(rng, dtype):
     per_channel = np.stack([warp(np.ascontiguousarray(frame[..., c]), t, interpolation="linear") for c in range(3)], axis=-1)
     np.testing.assert_array_equal(out, per_channel)
     assert out.dtype == frame.dtype
+
+
+def test_warp_onto_keeps_the_background_where_the_source_is_outside(rng):
+    from surgifuse.align import warp_onto
+
+    frame = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    background = np.full_like(frame, 7)
+    t = SimilarityTransform(tx=5.0, ty=-3.0)
+    out = warp_onto(frame, t, background)
+    # out(p) = frame(p - t): content moves right by 5 and up by 3; columns 0..4 and the last 3 rows
+    # have no source pixel and show the background.
+    np.testing.assert_array_equal(out[:-3, 5:], frame[3:, :-5])
+    assert (out[:, :5] == 7).all() and (out[-3:, :] == 7).all()
+    assert (background == 7).all()  # not written
+    grey = warp_onto(frame[..., 0].astype(np.float32), t, np.full((40, 60), -1.0, np.float32))
+    assert (grey[:, :5] == -1).all()
+    with pytest.raises(ValueError, match="background must match"):
+        warp_onto(frame, t, background[..., 0])

@@ -331,3 +331,27 @@ def test_demo_source_reports_focus_positions():
         src.read()
         focus.append(src.last_focus)
     assert focus == [0.0, 0.5, 1.0, 0.5, 0.0]  # the renderer's triangle sweep
+
+
+def test_processor_output_follows_the_newest_frame_when_the_eye_moves():
+    # The stack is fused in its anchor frame's coordinates; the display must show the view as it is
+    # now. A pure drift (no defocus): every fused frame must equal the newest frame, not the first.
+    import cv2
+
+    from surgifuse.engines.classical import ClassicalEngine
+    from surgifuse.live.frames import CapturedFrame
+    from surgifuse.live.processor import FrameProcessor
+
+    rng = np.random.default_rng(3)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (200, 260, 3), dtype=np.uint8), (0, 0), 1.5)
+    frames = [np.ascontiguousarray(scene[20:170, 10 + 4 * i:210 + 4 * i]) for i in range(5)]  # 4 px per frame
+    proc = FrameProcessor(ClassicalEngine(), k=5, align=True)
+    for seq, frame in enumerate(frames):
+        out = proc.process(CapturedFrame(frame, seq, 1000.0 + seq))
+    newest, first = frames[-1].astype(int), frames[0].astype(int)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(out.image.astype(int) - newest)[inner].mean() < 3.0
+    assert np.abs(out.image.astype(int) - first)[inner].mean() > 10.0
+    # the 16 columns the anchor frame never saw come from the newest frame itself
+    np.testing.assert_array_equal(out.image[:, -12:], frames[-1][:, -12:])
+    assert out.depth.shape == frames[0].shape[:2] and "reproject" in out.timings
