@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, help="demo source height (default 480)")
     parser.add_argument("--fps", type=float, help="demo source frame rate (default 30)")
     parser.add_argument("--demo-cache-frames", type=int,
-                        help="demo: pre-render this many frames and loop them (default 0: render live)")
+                        help="demo: pre-render this many frames and loop them (0: render live; default: one seamless 120-frame loop when it fits in 256 MB)")
     parser.add_argument("--no-loop", dest="loop", action="store_false", default=None,
                         help="file source: re-open at the end instead of looping in place")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

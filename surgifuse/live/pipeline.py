@@ -44,7 +44,7 @@ FUSION_NICE = 10
 #: A probe must finish within this share of the budget to bring fused frames back: an engine that
 #: only just fits would otherwise flip the display between fused and raw every few frames (at 720p
 #: on two cores 26 % of the frames were fused, in short runs).
-PROBE_MARGIN = 0.8
+PROBE_MARGIN = 0.9
 
 
 def _lower_fusion_priority() -> None:

@@ -44,8 +44,9 @@ class ServiceSettings(BaseSettings):
     width: int = Field(640, ge=16, le=8192, description="Demo source frame width")
     height: int = Field(480, ge=16, le=8192, description="Demo source frame height")
     fps: float = Field(30.0, gt=0, le=240, description="Demo source frame rate")
-    demo_cache_frames: int = Field(0, ge=0, le=1000,
-                                   description="Demo: render this many frames once and loop them (0 = render live)")
+    demo_cache_frames: int | None = Field(None, ge=0, le=1000,
+                                          description="Demo: render this many frames once and loop them (0 = render "
+                                                      "live; unset = one seamless 120-frame loop when it fits in 256 MB)")
     loop: bool = Field(True, description="Loop a file source at its end")
 
     # processing (also changeable at run time through /v1/settings)
