@@ -49,12 +49,6 @@ class ProcessedFrame:
     ``image`` is what the display shows as "fused": the fused frame, or the newest raw frame when
     ``fused`` is false (engine error, over budget, busy). ``depth`` is the depth index map
     (float32, 0..k-1) or None when unfused.
-
-    An aligned stack is fused in the coordinates of the frame it was anchored on; the display must
-    show where the eye is now. ``to_newest`` (a ``surgifuse.align.SimilarityTransform``, None when
-    the two coincide) brings ``image`` and ``depth`` into the newest frame's coordinates:
-    ``display_image()`` and ``display_depth()`` apply it. The publisher calls them on its encoder
-    thread, outside the fusion budget (one warp per watched view: about 1 ms at 640x480).
     """
 
     seq: int
@@ -70,28 +64,6 @@ class ProcessedFrame:
     reason: str | None = None
     guard_fraction: float = 0.0
     frame_focus: list[float | None] = field(default_factory=list)
-    to_newest: object | None = None
-
-    def display_image(self) -> np.ndarray:
-        """``image`` in the newest frame's coordinates; where the stack does not cover the current
-        view, the newest raw frame itself."""
-        if self.to_newest is None:
-            return self.image
-        from surgifuse.align import warp_onto
-
-        return warp_onto(self.image, self.to_newest, self.raw)
-
-    def display_depth(self) -> np.ndarray | None:
-        """``depth`` in the newest frame's coordinates (nearest neighbour: interpolating between
-        two frames' labels would invent a depth at every boundary); the newest frame's index where
-        the stack does not cover the view."""
-        if self.depth is None or self.to_newest is None:
-            return self.depth
-        from surgifuse.align import warp_onto
-
-        newest = float(np.argmax(self.frame_seqs)) if self.frame_seqs else 0.0
-        depth = np.ascontiguousarray(self.depth, dtype=np.float32)
-        return warp_onto(depth, self.to_newest, np.full(depth.shape, newest, np.float32), interpolation="nearest")
 
 
 class LatestSlot(Generic[T]):

@@ -221,7 +221,7 @@ class LivePipeline:
             self._publish_raw(frame, "error", wait_ms)
             return
         result.timings = {"read": frame.read_ms, "wait": wait_ms, **result.timings}
-        for stage in ("prepare", "fuse", "guard"):
+        for stage in ("prepare", "fuse", "guard", "reproject"):
             self.metrics.observe_ms(stage, result.timings[stage])
         self._emit(result)
 

@@ -258,10 +258,10 @@ class FramePublisher:
         if view == "raw":
             return _bgr(processed.raw), "raw"
         if view == "depth" and processed.depth is not None:
-            return colourize_depth(processed.display_depth(), processed.k, processed.frame_focus), "depth"
+            return colourize_depth(processed.depth, processed.k, processed.frame_focus), "depth"
         if view == "depth":
             return _bgr(processed.raw), "raw"  # unfused frame: no depth; the picture must still move
-        return _bgr(processed.display_image()), "fused"
+        return _bgr(processed.image), "fused"
 
     def _hand_over(self, packets: dict[str, bytes]) -> None:
         # At most one hand-over waits on the loop; a newer one replaces it (latest wins here too).
