@@ -9,9 +9,9 @@ a stale fused frame is never shown. After a late result the engine rests as long
 meanwhile are published raw, reason "busy") so that an engine too slow for the frame rate does not
 starve encoding and sending of CPU. Then it is probed: the next frame is published raw at once
 (reason "probe") while the engine fuses it in the background; only when such a probe finishes
-well within the budget (PROBE_MARGIN) are frames held for their fused result again. Waiting out the budget on every
-attempt held one frame in five back by a whole frame interval (a visible stutter, p99 latency
-60 ms at 1080p on two cores).
+well within the budget (PROBE_MARGIN) are frames held for their fused result again. Waiting out
+the budget on every attempt held one frame in five back by a whole frame interval (a visible
+stutter, p99 latency 60 ms at 1080p on two cores).
 """
 
 from __future__ import annotations

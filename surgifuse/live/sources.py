@@ -7,8 +7,6 @@ and network streams pace themselves). ``open_source`` turns the ``--source`` tex
 
 from __future__ import annotations
 
-import math
-
 import os
 from typing import Protocol, Sequence
 
@@ -98,7 +96,7 @@ class SyntheticSweepSource:
             self._cache = [self._render(i) for i in range(count)]
 
     def _auto_cache_frames(self) -> int:
-        period = math.lcm(2 * (self.k - 1), self._renderer.motion_period_frames)
+        period = self._renderer.loop_frames
         return period if period * self.height * self.width * 3 <= AUTO_CACHE_BYTES else 0
 
     def _render(self, index: int) -> tuple[np.ndarray, float]:

@@ -57,9 +57,14 @@ class _Patch:
     transmit: np.ndarray  # 1 - alpha, float32 hxwx3 (ready for cv2.multiply)
 
 
+def sweep_period(k: int) -> int:
+    """Frames per back-and-forth focus sweep over ``k`` positions (``triangle_index`` repeats)."""
+    return 2 * (k - 1)
+
+
 def triangle_index(t: int, k: int) -> int:
     """Focus index of frame ``t``: 0, 1, ..., k-1, k-2, ..., 1, 0, 1, ... (period 2(k-1))."""
-    period = 2 * (k - 1)
+    period = sweep_period(k)
     i = t % period
     return i if i < k else period - i
 
@@ -268,6 +273,12 @@ class FocusSweepRenderer:
             dst[fs] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
         else:
             dst[fs] = out
+
+    @property
+    def loop_frames(self) -> int:
+        """Frames after which focus and instrument motion repeat: played in a loop, that many
+        frames show no jump."""
+        return math.lcm(sweep_period(self.k), self.motion_period_frames)
 
     def render(self, t: int) -> SweepFrame:
         """Frame ``t`` (>= 0) of the sweep and its truth."""
