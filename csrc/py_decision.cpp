@@ -150,34 +150,45 @@ DecisionParams make_params(int k, int h, int w, int filter_radius, int blend_rad
     return p;
 }
 
+// The four outputs of a decision over frames, allocated (and their pointers taken) while the GIL
+// is held; the computation then writes them without it.
+struct FusedOutputs {
+    py::array image;
+    py::array_t<uint8_t> labels;
+    py::array_t<float> depth, confidence;
+    void* ip;
+    uint8_t* lp;
+    float* dp;
+    float* cp;
+    FusedOutputs(const FrameStack& f, const FocusStack& m)
+        : image(new_image(f)), labels({m.h, m.w}), depth({m.h, m.w}), confidence({m.h, m.w}),
+          ip(image.mutable_data()), lp(labels.mutable_data()), dp(depth.mutable_data()),
+          cp(confidence.mutable_data()) {}
+    py::tuple result() const { return py::make_tuple(image, depth, confidence, labels); }
+};
+
 py::tuple fuse_stack(const py::sequence& frames, const py::sequence& focus_maps, int filter_radius, int blend_radius,
                      uint32_t flat_threshold, int num_threads) {
     FrameStack f = check_frames(frames);
     FocusStack m = check_focus_maps(focus_maps);
     check_pair(f, m);
     DecisionParams p = make_params(m.k, m.h, m.w, filter_radius, blend_radius, flat_threshold, num_threads);
-    py::array_t<uint8_t> labels({m.h, m.w});
-    py::array_t<float> depth({m.h, m.w}), confidence({m.h, m.w});
-    py::array image = new_image(f);
-    uint8_t* lp = labels.mutable_data();
-    float* dp = depth.mutable_data();
-    float* cp = confidence.mutable_data();
-    void* ip = image.mutable_data();
+    FusedOutputs out(f, m);
     {
         py::gil_scoped_release release;
         if (f.u16) {
             std::vector<const uint16_t*> fp;
             for (const void* q : f.ptrs) fp.push_back(static_cast<const uint16_t*>(q));
-            surgifuse::fuse_stack_u16(m.ptrs.data(), fp.data(), m.k, m.h, m.w, f.c, p, lp, dp, cp,
-                                      static_cast<uint16_t*>(ip));
+            surgifuse::fuse_stack_u16(m.ptrs.data(), fp.data(), m.k, m.h, m.w, f.c, p, out.lp, out.dp, out.cp,
+                                      static_cast<uint16_t*>(out.ip));
         } else {
             std::vector<const uint8_t*> fp;
             for (const void* q : f.ptrs) fp.push_back(static_cast<const uint8_t*>(q));
-            surgifuse::fuse_stack_u8(m.ptrs.data(), fp.data(), m.k, m.h, m.w, f.c, p, lp, dp, cp,
-                                     static_cast<uint8_t*>(ip));
+            surgifuse::fuse_stack_u8(m.ptrs.data(), fp.data(), m.k, m.h, m.w, f.c, p, out.lp, out.dp, out.cp,
+                                     static_cast<uint8_t*>(out.ip));
         }
     }
-    return py::make_tuple(image, depth, confidence, labels);
+    return out.result();
 }
 
 #ifdef SURGIFUSE_WITH_CUDA
@@ -187,19 +198,13 @@ py::tuple fuse_stack_cuda(const py::sequence& frames, const py::sequence& focus_
     FocusStack m = check_focus_maps(focus_maps);
     check_pair(f, m);
     DecisionParams p = make_params(m.k, m.h, m.w, filter_radius, blend_radius, flat_threshold, 0);
-    if (f.c > 16) throw py::value_error("frames must have 1..16 channels");
-    py::array_t<uint8_t> labels({m.h, m.w});
-    py::array_t<float> depth({m.h, m.w}), confidence({m.h, m.w});
-    py::array image = new_image(f);
-    uint8_t* lp = labels.mutable_data();
-    float* dp = depth.mutable_data();
-    float* cp = confidence.mutable_data();
-    void* ip = image.mutable_data();
+    FusedOutputs out(f, m);  // check_frames has limited the channels to 1..16, as the kernel needs
     {
         py::gil_scoped_release release;
-        surgifuse::fuse_stack_cuda(f.ptrs.data(), f.u16 ? 2 : 1, m.ptrs.data(), m.k, m.h, m.w, f.c, p, ip, dp, cp, lp);
+        surgifuse::fuse_stack_cuda(f.ptrs.data(), f.u16 ? 2 : 1, m.ptrs.data(), m.k, m.h, m.w, f.c, p, out.ip, out.dp,
+                                   out.cp, out.lp);
     }
-    return py::make_tuple(image, depth, confidence, labels);
+    return out.result();
 }
 #endif
 
