@@ -44,8 +44,8 @@ thread_local bool t_inside_pool_body = false;
 // Workers run a job at the scheduling priority (nice) of the thread that posted it: the live
 // service lowers its fusion thread's priority so that capture, encoding and sending come first
 // (docs/live-pipeline.md), and the workers doing that thread's work must follow it.
+constexpr int kUnknownNice = 1000;  // outside nice's range (-20..19)
 #if defined(__linux__)
-constexpr int kUnknownNice = 1000;
 thread_local int t_nice = kUnknownNice;
 int current_nice() {
     errno = 0;
@@ -60,7 +60,6 @@ void adopt_nice(int nice) {
     t_nice = nice;
 }
 #else
-constexpr int kUnknownNice = 1000;
 int current_nice() { return kUnknownNice; }
 void adopt_nice(int) {}
 #endif
