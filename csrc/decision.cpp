@@ -82,6 +82,19 @@ inline void argmax_pixel(F&& f, int k, uint32_t flat_threshold, uint8_t& raw, fl
         offset = std::min(0.5f, std::max(-0.5f, (fm - fp) / (2.0f * denom)));
 }
 
+// The arg-max reads K maps in K parallel streams, one cache line per 16 pixels and map; the hardware
+// prefetchers left it stalled on those loads (half its samples in perf at 1080p, K=5). Fetching
+// each map's line 1 KB ahead made the 1080p decision 1.3x faster on one thread and two.
+constexpr int kPrefetchPixels = 256;
+
+// Also past the end of a row: that is the start of the band's next row. Past the end of a map the
+// address is computed as an integer (no out-of-bounds pointer); a prefetch never faults.
+inline void prefetch_stack(const uint32_t* const* focus, int k, int64_t p) {
+    for (int i = 0; i < k; ++i)
+        __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(focus[i] + p) +
+                                                         kPrefetchPixels * sizeof(uint32_t)), 0, 3);
+}
+
 // One row: per pixel the arg-max label (lowest index on ties; K where best <= flat_threshold), the
 // parabolic sub-frame offset of the peak and the contrast (best - second) / best.
 void argmax_row(const uint32_t* const* focus, int k, int w, int64_t base, uint32_t flat_threshold,
@@ -99,6 +112,7 @@ void argmax_row(const uint32_t* const* focus, int k, int w, int64_t base, uint32
         const __m256 two = _mm256_set1_ps(2.0f);
         for (; x + 8 <= w; x += 8) {
             const int64_t p = base + x;
+            if ((x & 15) == 0) prefetch_stack(focus, k, p);
             __m256i best = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(focus[0] + p)), sign);
             __m256i second = sign, next_label = _mm256_set1_epi32(1), before = sign, after = sign, prev = best;
             for (int i = 1; i < k; ++i) {
@@ -151,6 +165,7 @@ void argmax_row(const uint32_t* const* focus, int k, int w, int64_t base, uint32
     const __m128i flat_label = _mm_set1_epi32(k);
     for (; x + 4 <= w; x += 4) {
         const int64_t p = base + x;
+        if ((x & 15) == 0) prefetch_stack(focus, k, p);
         // Values carry a flipped sign bit inside the loop so that signed compares order them as
         // unsigned (SSE4.1 has no unsigned greater-than): one xor per load instead of two ops.
         const __m128i sign = _mm_set1_epi32(INT32_MIN);
