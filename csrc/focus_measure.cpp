@@ -330,6 +330,108 @@ SF_MAP_KERNEL(uint8_t)
 SF_MAP_KERNEL(uint16_t)
 #undef SF_MAP_KERNEL
 
+// ------------------------------------------------------------------- 3x3 window, uint8, AVX-512BW
+// The paper's setting (uint8 input, N = 1) on AVX-512BW CPUs: the three ML rows of the window sit
+// in a ring and each output vector of 32 values is summed vertically and then horizontally in
+// registers (the neighbours C elements to the left and right come from two-register permutes), so
+// a row costs one ML pass and one summing pass, with no column-sum state and no scratch copy: 1.3x
+// faster than the generic kernels' AVX-512 copy at 1080p RGB on one thread, bit-identical (sums of
+// at most 9 * 1020 stay exact in 16 bits). Ring rows carry the reflect-101 ML of pixels -1 and W,
+// so the left and right borders come out of the same loop. SURGIFUSE_FMB_KERNEL=generic turns it off
+// (the tests compare the two).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SF_HAVE_BOX3_AVX512 1
+#define SF_TARGET_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+constexpr int64_t kBox3Lanes = 32;  // uint16 values per 512-bit vector
+constexpr int64_t kBox3Pad = 64;    // zeroed ring entries before and after each row
+
+// The thresholded ML row of virtual row v into row[0, W*C), and the reflect-101 ML of pixels -1 and
+// W at row[-C, 0) and row[W*C, W*C + C). A function of its own so that the row loop compiles for
+// AVX-512 (a lambda does not inherit its enclosing function's target).
+SF_TARGET_AVX512 void box3_ml_row(const MlRowSource<uint8_t>& src, int64_t width, int64_t c, uint16_t thr,
+                                  int64_t v, uint16_t* row) {
+    const uint8_t *cur, *up, *dn;
+    src.rows(v, cur, up, dn);
+    masked_ml_row<uint8_t>(cur, up, dn, width, c, src.step, thr, row);
+    const int64_t wc = width * c;
+    for (int64_t k = 0; k < c; ++k) {
+        row[-c + k] = row[reflect101(-1, width) * c + k];
+        row[wc + k] = row[reflect101(width, width) * c + k];
+    }
+}
+
+SF_TARGET_AVX512 inline __m512i box3_vertical(const uint16_t* r0, const uint16_t* r1, const uint16_t* r2, int64_t e) {
+    return _mm512_add_epi16(_mm512_add_epi16(_mm512_loadu_si512(r0 + e), _mm512_loadu_si512(r1 + e)),
+                            _mm512_loadu_si512(r2 + e));
+}
+
+// Output rows [y0, y1) of focus_measure for uint8 input, window 1, C <= 16 channels.
+SF_TARGET_AVX512 void box3_rows_avx512(const uint8_t* image, int64_t height, int64_t width, int64_t c,
+                                       const FocusParams& p, uint16_t* out, int64_t y0, int64_t y1, bool streaming) {
+    const int64_t wc = width * c;
+    const uint16_t thr = uint16_t(clamp_threshold(p.threshold, 4 * 255));
+    const MlRowSource<uint8_t> src{image, height, wc, p.step};
+    const int64_t stride = kBox3Pad + (wc + kBox3Lanes - 1) / kBox3Lanes * kBox3Lanes + kBox3Pad;
+    std::vector<uint16_t> ring(static_cast<size_t>(3 * stride), uint16_t(0));
+    auto ring_row = [&](int64_t v) { return ring.data() + ((v % 3 + 3) % 3) * stride + kBox3Pad; };
+    // Lane i of the permutes takes concat(prev, cur)[32 - C + i] and concat(cur, next)[C + i].
+    alignas(64) uint16_t left_idx[kBox3Lanes], right_idx[kBox3Lanes];
+    for (int64_t i = 0; i < kBox3Lanes; ++i) {
+        left_idx[i] = uint16_t(kBox3Lanes - c + i);
+        right_idx[i] = uint16_t(c + i);
+    }
+    const __m512i to_left = _mm512_load_si512(left_idx), to_right = _mm512_load_si512(right_idx);
+    box3_ml_row(src, width, c, thr, y0 - 1, ring_row(y0 - 1));
+    box3_ml_row(src, width, c, thr, y0, ring_row(y0));
+    for (int64_t y = y0; y < y1; ++y) {
+        box3_ml_row(src, width, c, thr, y + 1, ring_row(y + 1));  // replaces row y - 2
+        const uint16_t *r0 = ring_row(y - 1), *r1 = ring_row(y), *r2 = ring_row(y + 1);
+        uint16_t* dst = out + y * wc;
+        // Vectors start at e0 + 32j, e0 in [-32, 0), with dst + e0 + 32 on a 64-byte boundary, so
+        // that every full vector can be a streaming store; the partial first and last are masked.
+        const int64_t e0 = int64_t(((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / 2) - kBox3Lanes;
+        __m512i prev = box3_vertical(r0, r1, r2, e0 - kBox3Lanes), cur = box3_vertical(r0, r1, r2, e0);
+        for (int64_t e = e0; e < wc; e += kBox3Lanes) {
+            const __m512i next = box3_vertical(r0, r1, r2, e + kBox3Lanes);
+            const __m512i sum = _mm512_add_epi16(_mm512_add_epi16(cur, _mm512_permutex2var_epi16(prev, to_left, cur)),
+                                                 _mm512_permutex2var_epi16(cur, to_right, next));
+            if (e >= 0 && e + kBox3Lanes <= wc) {
+                if (streaming)
+                    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + e), sum);
+                else
+                    _mm512_storeu_si512(dst + e, sum);
+            } else {
+                const int64_t lo = std::max<int64_t>(0, -e), hi = std::min<int64_t>(kBox3Lanes, wc - e);
+                const uint64_t below_hi = hi >= 32 ? 0xFFFFFFFFull : (uint64_t(1) << hi) - 1;
+                _mm512_mask_storeu_epi16(dst + e, __mmask32(below_hi & ~((uint64_t(1) << lo) - 1)), sum);
+            }
+            prev = cur;
+            cur = next;
+        }
+    }
+    if (streaming) stream_fence();
+}
+
+// Whether focus_measure(uint8, window 1) takes box3_rows_avx512 on this CPU.
+bool use_box3_avx512() {
+    static const bool yes = [] {
+        const char* forced = std::getenv("SURGIFUSE_FMB_KERNEL");
+        if (forced && std::string(forced) == "generic") return false;
+        return static_cast<bool>(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"));
+    }();
+    return yes;
+}
+
+// The permutes reach at most 32 - C lanes across: C <= 16.
+bool box3_applies(const FocusParams& p, int64_t channels) {
+    return p.window == 1 && channels <= 16 && use_box3_avx512();
+}
+#undef SF_TARGET_AVX512
+#else
+bool use_box3_avx512() { return false; }
+#endif
+
 template <class T, class A, class O, bool SumChannels>
 void run_focus(const T* image, int64_t height, int64_t width, int64_t channels, const FocusParams& p,
                O* out, int num_threads) {
@@ -344,6 +446,12 @@ void run_focus(const T* image, int64_t height, int64_t width, int64_t channels, 
             if constexpr (SumChannels) {
                 if (channels > 1) return map_kernel(image, height, width, channels, p, out, y0, y1, streaming);
             }
+#if defined(SF_HAVE_BOX3_AVX512)
+            if constexpr (std::is_same_v<T, uint8_t> && std::is_same_v<O, uint16_t> && !SumChannels) {
+                if (box3_applies(p, channels))
+                    return box3_rows_avx512(image, height, width, channels, p, out, y0, y1, streaming);
+            }
+#endif
             row_kernel(image, height, width, channels, p, out, y0, y1, streaming, KernelTag<A, SumChannels>{});
         },
         num_threads, min_rows);
@@ -390,6 +498,8 @@ void run_luma(const T* image, int64_t height, int64_t width, int64_t channels, T
 }
 
 }  // namespace
+
+const char* focus_measure_kernel() { return use_box3_avx512() ? "box3-avx512" : "generic"; }
 
 // Each |2I - a - b| is at most 2 * max, so ML <= 4 * max (1020 for uint8, not the 2040 one may expect).
 int64_t max_modified_laplacian(int bytes_per_sample) { return bytes_per_sample == 1 ? 1020 : 262140; }

@@ -34,6 +34,11 @@ int64_t max_modified_laplacian(int bytes_per_sample);
 // (2N+1)^2 * 1020 <= 65535, i.e. window <= 3. uint16 input always gives uint32.
 bool focus_measure_fits_uint16(int bytes_per_sample, int64_t window);
 
+// Which kernel focus_measure runs for uint8 input with window 1 (the paper's setting) on this CPU:
+// "box3-avx512" (AVX-512BW) or "generic"; SURGIFUSE_FMB_KERNEL=generic forces the latter. Both give
+// the same output bit for bit.
+const char* focus_measure_kernel();
+
 // Per-channel FM, out has the input's shape (H*W*C values). num_threads <= 0: global setting.
 void focus_measure(const uint8_t* image, int64_t height, int64_t width, int64_t channels,
                    const FocusParams& p, uint16_t* out, int num_threads = 0);  // window <= 3

@@ -215,6 +215,9 @@ void register_focus_measure(py::module_& m) {
     m.def("focus_map", &focus_map_py, py::arg("image"), py::kw_only(), py::arg("step") = 1,
           py::arg("threshold") = 7, py::arg("window") = 1, py::arg("threads") = 0,
           "Focus measure summed over channels (FMB3 per-pixel focus), uint32 HxW.");
+    m.def("focus_measure_kernel", &surgifuse::focus_measure_kernel,
+          "Kernel of focus_measure for uint8 input with window 1 on this CPU: 'box3-avx512' or 'generic' "
+          "(SURGIFUSE_FMB_KERNEL=generic forces it); both are bit-identical.");
     m.def("rgb_to_luma", &rgb_to_luma_py, py::arg("image"), py::kw_only(), py::arg("threads") = 0,
           "ITU-R BT.601 integer luma (77R + 150G + 29B + 128) >> 8 of HxWxC (C >= 3), same dtype.");
     m.def(

@@ -282,6 +282,59 @@ def test_cuda_equals_cpu_bit_exact(rng, dtype):
                     np.testing.assert_array_equal(_core.focus_map_cuda(image, **kw), _core.focus_map(image, **kw))
 
 
+# --- the AVX-512 3x3 kernel ----------------------------------------------------------------------
+
+KERNEL_SCRIPT = """
+import hashlib
+import numpy as np
+from surgifuse import _core
+rng = np.random.default_rng(3)
+out = [_core.focus_measure_kernel()]
+shapes = [(1, 1), (1, 2, 3), (2, 3), (3, 1, 3), (5, 17, 1), (9, 33, 3), (4, 11, 16), (6, 7, 17), (31, 63, 4),
+          (64, 129, 2), (731, 1923, 3)]
+for shape in shapes:
+    image = rng.integers(0, 256, shape).astype(np.uint8)
+    digest = hashlib.sha256()
+    for step in (1, 2, 3):
+        if any(n > 1 and step > n - 1 for n in shape[:2]):
+            continue
+        for threshold in (0, 7, 300, 5000):
+            for threads in (1, 3):
+                digest.update(_core.focus_measure(image, step=step, threshold=threshold, threads=threads).tobytes())
+    out.append(digest.hexdigest())
+print(" ".join(out))
+"""
+
+
+def test_avx512_box3_kernel_equals_the_generic_kernels():
+    # On AVX-512 CPUs uint8 with the 3x3 window takes its own kernel (focus_measure.cpp); the
+    # generic kernels (SURGIFUSE_FMB_KERNEL=generic) must give the same bits on every shape, from
+    # one pixel to rows that start at every alignment, with and without the streaming stores.
+    import os
+    import subprocess
+
+    if _core.focus_measure_kernel() != "box3-avx512":
+        pytest.skip("this CPU has no AVX-512BW: only the generic kernels run")
+    runs = {}
+    for kernel in ("box3-avx512", "generic"):
+        env = {**os.environ, "SURGIFUSE_FMB_KERNEL": kernel}
+        done = subprocess.run([sys.executable, "-c", KERNEL_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        runs[kernel] = done.stdout.split()
+    assert runs["box3-avx512"][0] == "box3-avx512" and runs["generic"][0] == "generic"
+    assert runs["box3-avx512"][1:] == runs["generic"][1:]
+
+
+def test_box3_kernel_matches_reference_at_odd_sizes(rng):
+    # Whichever kernel this CPU runs, against the equation (the property test covers more sizes).
+    for shape in [(1, 1, 3), (2, 40, 3), (3, 31, 16), (7, 33, 5)]:
+        image = random_image(rng, shape, np.uint8)
+        for step in (1, 2):
+            if any(n > 1 and step > n - 1 for n in shape[:2]):
+                continue
+            want = reference_focus_measure(image, step=step, window=1)
+            np.testing.assert_array_equal(_core.focus_measure(image, step=step, window=1).astype(np.int64), want)
+
+
 def test_concurrent_callers_share_the_pool_safely(rng):
     # The GIL is released, so Python threads enter the native pool at the same time.
     from concurrent.futures import ThreadPoolExecutor
