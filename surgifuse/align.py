@@ -239,6 +239,7 @@ def warp(
     *,
     interpolation: str = "linear",
     return_mask: bool = False,
+    fill: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Resample ``frame`` into reference coordinates: ``out(p) = frame(transform⁻¹(p))``.
 
@@ -247,7 +248,9 @@ def warp(
     needs (see ``align_stack``), or "nearest".
 
     Same shape and dtype as ``frame``. Pixels that come from outside the frame repeat its border
-    (``BORDER_REPLICATE``), so no black wedge enters the fusion; ``return_mask=True`` also returns
+    (``BORDER_REPLICATE``), so no black wedge enters the fusion; with ``fill`` a number, they take
+    that value instead (with "nearest" exactly the pixels whose nearest source pixel lies outside:
+    ``warp_onto`` onto a constant background, at half its cost). ``return_mask=True`` also returns
     a bool HxW mask that is True where the pixel came from inside the frame.
     """
     frame = np.asarray(frame)
@@ -256,7 +259,14 @@ def warp(
     flags = _warp_flags(transform, interpolation)
     h, w = frame.shape[:2]
     m = transform.matrix
-    if frame.ndim == 3 and frame.shape[2] > 4:
+    if fill is not None:
+        if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, (int, float, np.integer, np.floating)):
+            raise TypeError(f"fill must be a number or None, got {type(fill).__name__}")
+        if frame.ndim == 3 and frame.shape[2] > 4:
+            raise ValueError(f"fill needs a frame with at most 4 channels, got shape {frame.shape}")
+        out = cv2.warpAffine(frame, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(float(fill),) * 4)
+    elif frame.ndim == 3 and frame.shape[2] > 4:
         out = np.stack([_warp_plane(frame[..., c], m, flags) for c in range(frame.shape[2])], axis=-1)
     else:
         out = _warp_plane(frame, m, flags)

@@ -317,3 +317,19 @@ def test_warp_onto_keeps_the_background_where_the_source_is_outside(rng):
     assert (grey[:, :5] == -1).all()
     with pytest.raises(ValueError, match="background must match"):
         warp_onto(frame, t, background[..., 0])
+
+
+def test_nearest_warp_with_fill_equals_warp_onto_a_constant_background(rng):
+    # The live processor brings the depth map back with fill= (one warp) instead of warp_onto a
+    # constant image (two passes): the same pixels must take the constant.
+    from surgifuse.align import warp, warp_onto
+
+    depth = (rng.random((90, 130)) * 4).astype(np.float32)
+    for t in (SimilarityTransform(scale=1.013, rotation=0.004, tx=3.4, ty=-2.6),
+              SimilarityTransform(scale=0.987, rotation=-0.01, tx=-6.2, ty=1.5)):
+        want = warp_onto(depth, t, np.full(depth.shape, 2.0, np.float32), interpolation="nearest")
+        got = warp(depth, t, interpolation="nearest", fill=2.0)
+        np.testing.assert_array_equal(got, want)
+        assert (got == 2.0).sum() > 0  # some pixels did come from outside
+    with pytest.raises(TypeError, match="fill must be a number"):
+        warp(depth, SimilarityTransform.identity(), fill="2")

@@ -67,14 +67,15 @@ class FrameProcessor:
         # does not cover the current view, the newest frame itself.
         transform = self.buffer.newest_transform
         if transform is not None:
-            from surgifuse.align import warp_onto
+            from surgifuse.align import warp, warp_onto
 
             back = transform.inverse()
             image = warp_onto(image, back, captured.image)
             # Nearest for the index map: interpolating between the labels of two frames would
-            # invent a depth at every boundary (and it is 1.6x cheaper).
-            depth = warp_onto(np.ascontiguousarray(depth, dtype=np.float32), back,
-                              np.full(depth.shape, float(newest), np.float32), interpolation="nearest")
+            # invent a depth at every boundary (and it is 1.6x cheaper). Outside the stack's view
+            # the newest frame shows, at its own index.
+            depth = warp(np.ascontiguousarray(depth, dtype=np.float32), back, interpolation="nearest",
+                         fill=float(newest))
         t4 = time.perf_counter()
         timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0, "guard": (t3 - t2) * 1000.0,
                    "reproject": (t4 - t3) * 1000.0}
