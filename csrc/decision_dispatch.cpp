@@ -1,5 +1,5 @@
-// The public stack decision (decision.hpp): parameter checks, then the AVX2 or the baseline copy of
-// decision.cpp (see decision_isa.hpp) for the CPU this process runs on.
+// The public stack decision (decision.hpp): parameter checks, then the AVX-512, AVX2 or baseline
+// copy of decision.cpp (see decision_isa.hpp) for the CPU this process runs on.
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -10,23 +10,37 @@
 namespace surgifuse {
 namespace {
 
-// SURGIFUSE_DECISION_ISA=baseline forces the baseline copy (the tests compare the two copies).
-bool use_avx2() {
+enum class Isa { baseline, avx2, avx512 };
+
+// The best copy this CPU runs (each copy's -march level). SURGIFUSE_DECISION_ISA=avx2 or
+// =baseline caps it (the tests compare the copies); other values are ignored.
+Isa chosen_isa() {
+    static const Isa isa = [] {
+        Isa best = Isa::baseline;
 #if defined(SURGIFUSE_DECISION_HAVE_AVX2)
-    static const bool yes = [] {
-        const char* forced = std::getenv("SURGIFUSE_DECISION_ISA");
-        if (forced && std::string(forced) == "baseline") return false;
-        return static_cast<bool>(__builtin_cpu_supports("x86-64-v3"));  // the copy's -march
-    }();
-    return yes;
-#else
-    return false;
+        if (__builtin_cpu_supports("x86-64-v3")) best = Isa::avx2;
 #endif
+#if defined(SURGIFUSE_DECISION_HAVE_AVX512)
+        if (__builtin_cpu_supports("x86-64-v4")) best = Isa::avx512;
+#endif
+        const char* forced = std::getenv("SURGIFUSE_DECISION_ISA");
+        const std::string cap = forced ? forced : "";
+        if (cap == "baseline") return Isa::baseline;
+        if (cap == "avx2" && best == Isa::avx512) return Isa::avx2;
+        return best;
+    }();
+    return isa;
 }
 
 }  // namespace
 
-const char* decision_isa() { return use_avx2() ? "avx2" : "baseline"; }
+const char* decision_isa() {
+    switch (chosen_isa()) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "baseline";
+    }
+}
 
 void check_decision_params(int k, int height, int width, const DecisionParams& params) {
     if (k < 1 || k > kMaxStackSize)
@@ -44,9 +58,12 @@ void check_decision_params(int k, int height, int width, const DecisionParams& p
     radius("blend_radius", params.blend_radius);
 }
 
-// Without the AVX2 object (non-x86 or a compiler without -mavx2) only the baseline is linked.
-#if defined(SURGIFUSE_DECISION_HAVE_AVX2)
-#define SF_DISPATCH(fn, ...) (use_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_baseline::fn(__VA_ARGS__))
+// Without the AVX2 and AVX-512 objects (non-x86 builds) only the baseline is linked.
+#if defined(SURGIFUSE_DECISION_HAVE_AVX2) && defined(SURGIFUSE_DECISION_HAVE_AVX512)
+#define SF_DISPATCH(fn, ...)                                      \
+    (chosen_isa() == Isa::avx512 ? isa_avx512::fn(__VA_ARGS__)    \
+     : chosen_isa() == Isa::avx2 ? isa_avx2::fn(__VA_ARGS__)      \
+                                 : isa_baseline::fn(__VA_ARGS__))
 #else
 #define SF_DISPATCH(fn, ...) isa_baseline::fn(__VA_ARGS__)
 #endif

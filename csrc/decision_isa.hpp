@@ -1,7 +1,9 @@
-// The stack decision is compiled twice (CMakeLists.txt): for the x86-64-v2 baseline and for AVX2,
-// each copy in its own namespace; decision_dispatch.cpp picks one per call from the CPU it runs
-// on. AVX2 measured 1.2x faster at 1080p, K=5, two threads (docs/classical-engine.md), while the
-// module still loads on any x86-64-v2 CPU.
+// The stack decision is compiled three times (CMakeLists.txt): for the x86-64-v2 baseline, for
+// AVX2 (x86-64-v3) and for AVX-512 (x86-64-v4), each copy in its own namespace;
+// decision_dispatch.cpp picks one per call from the CPU it runs on. AVX2 measured 1.2x faster than
+// the baseline at 1080p, K=5, two threads, AVX-512 1.1x faster than AVX2 on two threads and 1.3x on
+// one on demo fundus frames (docs/classical-engine.md), while the module still loads on any
+// x86-64-v2 CPU.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,8 @@
 namespace surgifuse {
 SURGIFUSE_DECLARE_DECISION_ISA(isa_baseline)
 SURGIFUSE_DECLARE_DECISION_ISA(isa_avx2)
+SURGIFUSE_DECLARE_DECISION_ISA(isa_avx512)
 
-// Which copy runs here: "avx2" or "baseline" (reported by _core.build_info()).
+// Which copy runs here: "avx512", "avx2" or "baseline" (reported by _core.build_info()).
 const char* decision_isa();
 }  // namespace surgifuse
