@@ -1,9 +1,9 @@
 // The stack decision is compiled three times (CMakeLists.txt): for the x86-64-v2 baseline, for
 // AVX2 (x86-64-v3) and for AVX-512 (x86-64-v4), each copy in its own namespace;
 // decision_dispatch.cpp picks one per call from the CPU it runs on. AVX2 measured 1.2x faster than
-// the baseline at 1080p, K=5, two threads, AVX-512 1.1x faster than AVX2 on two threads and 1.3x on
-// one on demo fundus frames (docs/classical-engine.md), while the module still loads on any
-// x86-64-v2 CPU.
+// the baseline at 1080p, K=5, two threads; AVX-512 1.3x faster than AVX2 on two threads and 1.05x
+// on one on demo fundus frames (medians of four interleaved runs, docs/classical-engine.md). The
+// module still loads on any x86-64-v2 CPU.
 #pragma once
 
 #include <cstdint>
