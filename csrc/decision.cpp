@@ -85,7 +85,8 @@ inline void argmax_pixel(F&& f, int k, uint32_t flat_threshold, uint8_t& raw, fl
 // The arg-max reads K maps in K parallel streams, one cache line per 16 pixels and map; the hardware
 // prefetchers left it stalled on those loads (half its samples in perf at 1080p, K=5). Fetching
 // each map's line 1 KB ahead made the 1080p decision 1.3x faster on two threads (1.1-1.3x on one).
-constexpr int kPrefetchPixels = 256;
+// The RGB8 blend kernels read the K frames the same way and prefetch them as far ahead.
+constexpr size_t kPrefetchBytes = 1024;
 
 // Asks for the cache line `bytes` past p. The address is computed as an integer, so that past the
 // end of an array there is no out-of-bounds pointer; a prefetch never faults.
@@ -95,7 +96,7 @@ inline void prefetch_ahead(const void* p, size_t bytes) {
 
 // Also past the end of a row: that is the start of the band's next row.
 inline void prefetch_stack(const uint32_t* const* focus, int k, int64_t p) {
-    for (int i = 0; i < k; ++i) prefetch_ahead(focus[i] + p, kPrefetchPixels * sizeof(uint32_t));
+    for (int i = 0; i < k; ++i) prefetch_ahead(focus[i] + p, kPrefetchBytes);
 }
 
 // One row: per pixel the arg-max label (lowest index on ties; K where best <= flat_threshold), the
@@ -451,10 +452,8 @@ inline void per_sample(const uint32_t* __restrict px, int n, int c, uint32_t* __
     }
 }
 
-// The RGB8 blend kernels read the K frames as K parallel streams, like the arg-max reads the maps:
-// asking for each frame's data 1 KB ahead made the decision on demo fundus frames (blend-bound)
-// 1.2x faster with the AVX2 kernel (384 B ahead: slower).
-constexpr size_t kBlendPrefetchBytes = 1024;
+// The RGB8 blend kernels prefetch each frame kPrefetchBytes ahead: the decision on demo fundus
+// frames (blend-bound) ran 1.2x faster with the AVX2 kernel (384 B ahead: slower).
 
 #if defined(__AVX2__)
 // blend_run for 8-bit RGB, eight pixels (24 samples) at a time with the sums in registers across
@@ -490,7 +489,7 @@ inline int blend_run_rgb8_avx2(const uint8_t* const* frames, int k, const uint8_
             if ((count8 | none8) == 0) continue;  // frame i weighs nothing in these eight windows
             const __m256i w = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(count8)), vk), ck);
             const uint8_t* src = frames[i] + s;
-            if ((j & 15) == 0) prefetch_ahead(src, kBlendPrefetchBytes);
+            if ((j & 15) == 0) prefetch_ahead(src, kPrefetchBytes);
             a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread0), bytes8(src)));
             a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread1), bytes8(src + 8)));
             a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_permutevar8x32_epi32(w, spread2), bytes8(src + 16)));
@@ -548,7 +547,7 @@ inline int blend_run_rgb8_avx512(const uint8_t* const* frames, int k, const uint
             const __m512i w = _mm512_add_epi32(
                 _mm512_cvtepu16_epi32(_mm256_mullo_epi16(_mm256_cvtepu8_epi16(count16), vk16)), ck);
             const uint8_t* src = frames[i] + s;
-            prefetch_ahead(src, kBlendPrefetchBytes);
+            prefetch_ahead(src, kPrefetchBytes);
             a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_permutexvar_epi32(spread0, w), bytes16(src)));
             a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_permutexvar_epi32(spread1, w), bytes16(src + 16)));
             a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(_mm512_permutexvar_epi32(spread2, w), bytes16(src + 32)));

@@ -17,10 +17,8 @@ enum class Isa { baseline, avx2, avx512 };
 Isa chosen_isa() {
     static const Isa isa = [] {
         Isa best = Isa::baseline;
-#if defined(SURGIFUSE_DECISION_HAVE_AVX2)
+#if defined(SURGIFUSE_DECISION_HAVE_X86_COPIES)
         if (__builtin_cpu_supports("x86-64-v3")) best = Isa::avx2;
-#endif
-#if defined(SURGIFUSE_DECISION_HAVE_AVX512)
         if (__builtin_cpu_supports("x86-64-v4")) best = Isa::avx512;
 #endif
         const char* forced = std::getenv("SURGIFUSE_DECISION_ISA");
@@ -59,7 +57,7 @@ void check_decision_params(int k, int height, int width, const DecisionParams& p
 }
 
 // Without the AVX2 and AVX-512 objects (non-x86 builds) only the baseline is linked.
-#if defined(SURGIFUSE_DECISION_HAVE_AVX2) && defined(SURGIFUSE_DECISION_HAVE_AVX512)
+#if defined(SURGIFUSE_DECISION_HAVE_X86_COPIES)
 #define SF_DISPATCH(fn, ...)                                      \
     (chosen_isa() == Isa::avx512 ? isa_avx512::fn(__VA_ARGS__)    \
      : chosen_isa() == Isa::avx2 ? isa_avx2::fn(__VA_ARGS__)      \

@@ -3,13 +3,14 @@
 // An ordinary store first reads the cache line it writes (read for ownership); outputs too large to
 // stay in cache for their consumer gain nothing from that read. Streaming stores skip it and go to
 // memory through the write-combining buffers: measured 1.6x faster for a 1080p RGB focus_measure on
-// one thread (docs/focus-measure.md). Callers compute a row into an L1-sized scratch row and copy it
-// out with stream_copy; the stores are weakly ordered, so stream_fence() must run before another
-// thread reads the output (before the thread pool reports the chunk done).
+// one thread (docs/focus-measure.md). The focus measure's generic kernels compute a row into an
+// L1-sized scratch row and copy it out with stream_copy (its 3x3 AVX-512 kernel stores its vectors
+// itself); the stores are weakly ordered, so stream_fence() must run before another thread reads
+// the output (before the thread pool reports the chunk done).
 //
-// Everything here has internal linkage on purpose: the translation units that include it are built
-// for different instruction sets (decision.cpp twice), and one shared inline copy chosen by the
-// linker could carry the wrong one.
+// Everything here has internal linkage on purpose: a translation unit built with other -march
+// flags (as the decision's copies are) may include it without the linker merging its inline copy
+// with one built for another instruction set.
 #pragma once
 
 #include <algorithm>
