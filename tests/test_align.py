@@ -319,17 +319,31 @@ def test_warp_onto_keeps_the_background_where_the_source_is_outside(rng):
         warp_onto(frame, t, background[..., 0])
 
 
-def test_nearest_warp_with_fill_equals_warp_onto_a_constant_background(rng):
-    # The live processor brings the depth map back with fill= (one warp) instead of warp_onto a
-    # constant image (two passes): the same pixels must take the constant.
-    from surgifuse.align import warp, warp_onto
+def test_nearest_warp_with_fill_takes_the_fill_outside_and_never_invents_a_label(rng):
+    # The live processor brings the depth (label) map back with fill=: outside the frame the fill
+    # value, inside a value one of the source pixels around the mapped position holds, never a mix
+    # of two labels. Which of the neighbours wins at a half-pixel tie is OpenCV's choice, not ours.
+    from surgifuse.align import warp
 
-    depth = (rng.random((90, 130)) * 4).astype(np.float32)
+    h, w = 90, 130
+    labels = rng.integers(0, 5, (h, w)).astype(np.float32)
+    fill = 7.0  # not a label, so every fill pixel is visible
     for t in (SimilarityTransform(scale=1.013, rotation=0.004, tx=3.4, ty=-2.6),
               SimilarityTransform(scale=0.987, rotation=-0.01, tx=-6.2, ty=1.5)):
-        want = warp_onto(depth, t, np.full(depth.shape, 2.0, np.float32), interpolation="nearest")
-        got = warp(depth, t, interpolation="nearest", fill=2.0)
-        np.testing.assert_array_equal(got, want)
-        assert (got == 2.0).sum() > 0  # some pixels did come from outside
+        got = warp(labels, t, interpolation="nearest", fill=fill)
+        ys, xs = np.mgrid[0:h, 0:w]
+        src = t.inverse().apply(np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64))
+        sx, sy = src[:, 0].reshape(h, w), src[:, 1].reshape(h, w)
+        outside = (sx < -1) | (sy < -1) | (sx > w) | (sy > h)
+        inside = (sx >= 0) & (sy >= 0) & (sx <= w - 1) & (sy <= h - 1)
+        assert outside.sum() > 0 and (got[outside] == fill).all()
+        assert set(np.unique(got)) <= {0.0, 1.0, 2.0, 3.0, 4.0, fill}
+        # Inside: the value of one of the four source pixels around the mapped position.
+        x0 = np.clip(np.floor(sx[inside]).astype(int), 0, w - 1)
+        y0 = np.clip(np.floor(sy[inside]).astype(int), 0, h - 1)
+        x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+        v = got[inside]
+        near = (v == labels[y0, x0]) | (v == labels[y0, x1]) | (v == labels[y1, x0]) | (v == labels[y1, x1])
+        assert near.all()
     with pytest.raises(TypeError, match="fill must be a number"):
-        warp(depth, SimilarityTransform.identity(), fill="2")
+        warp(labels, SimilarityTransform.identity(), fill="2")
