@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .engines.base import Engine, FusionResult
 
 
@@ -67,23 +69,23 @@ class FocalStackBuffer:
         interpolation: str = "linear",
     ) -> None:
         if isinstance(capacity, (bool, np.bool_)) or not isinstance(capacity, (int, np.integer)):
-            raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+            raise InputTypeError(f"capacity must be an int, got {type(capacity).__name__}")
         if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+            raise InputError(f"capacity must be >= 1, got {capacity}")
         if engine is None:
             from .engines.classical import ClassicalEngine
 
             engine = ClassicalEngine()
         if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
+            raise InputTypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
         self.capacity = int(capacity)
         self.engine = engine
         self.align = bool(align)
         if not (isinstance(max_drift, (int, float)) and 0 < max_drift):
-            raise ValueError(f"max_drift must be a positive fraction of the frame side, got {max_drift!r}")
+            raise InputError(f"max_drift must be a positive fraction of the frame side, got {max_drift!r}")
         self.max_drift = float(max_drift)
         if interpolation not in ("linear", "cubic", "lanczos"):
-            raise ValueError(f"interpolation must be 'linear', 'cubic' or 'lanczos', got {interpolation!r}")
+            raise InputError(f"interpolation must be 'linear', 'cubic' or 'lanczos', got {interpolation!r}")
         self.interpolation = interpolation
         self._align = _align_module() if self.align else None
         self._align_newest = None  # (reduced raw newest frame, its transform to buffer coordinates)
@@ -138,15 +140,15 @@ class FocalStackBuffer:
         """
         frame = np.asarray(frame)
         if frame.ndim not in (2, 3):
-            raise ValueError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+            raise InputError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
         if meta is not None and not isinstance(meta, dict):
-            raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+            raise InputTypeError(f"meta must be a dict or None, got {type(meta).__name__}")
         newest = self._frames[(self._start + self._count - 1) % self.capacity] if self._count else None
         if newest is not None:
             if frame.shape != newest.shape:
-                raise ValueError(f"frame has shape {frame.shape} but the buffer holds {newest.shape}: clear() first")
+                raise InputError(f"frame has shape {frame.shape} but the buffer holds {newest.shape}: clear() first")
             if frame.dtype != newest.dtype:
-                raise TypeError(f"frame has dtype {frame.dtype} but the buffer holds {newest.dtype}: clear() first")
+                raise InputTypeError(f"frame has dtype {frame.dtype} but the buffer holds {newest.dtype}: clear() first")
         frame = np.ascontiguousarray(frame)
         if self._align is not None:
             frame, prepared = prepare_aligned(
@@ -181,7 +183,7 @@ class FocalStackBuffer:
     def fuse(self) -> FusionResult:
         """Fuse the frames held (oldest first) with the engine, from their cached prepared data."""
         if self._count == 0:
-            raise ValueError("cannot fuse an empty buffer: push at least one frame")
+            raise InputError("cannot fuse an empty buffer: push at least one frame")
         return self.engine.fuse_prepared(self.frames, self.prepared)
 
 
@@ -234,7 +236,7 @@ def warp_pixel_map(values: np.ndarray, transform) -> np.ndarray:
 
     values = np.ascontiguousarray(values)
     if values.ndim != 2:
-        raise ValueError(f"a pixel map must be HxW, got shape {values.shape}")
+        raise InputError(f"a pixel map must be HxW, got shape {values.shape}")
     if values.dtype.itemsize == 4:
         # OpenCV warps no uint32: move the bits as four uint8 channels (nearest copies each pixel's
         # bytes together, as is); its four-channel 8-bit path is 2x faster than two uint16 channels.
@@ -252,7 +254,7 @@ def fuse_aligned(engine: Engine, frames, transforms, *, interpolation: str = "li
     frames = validate_stack(frames)
     transforms = list(transforms)
     if len(transforms) != len(frames):
-        raise ValueError(f"got {len(frames)} frames but {len(transforms)} transforms: K must match")
+        raise InputError(f"got {len(frames)} frames but {len(transforms)} transforms: K must match")
     pairs = [prepare_aligned(engine, f, t, interpolation=interpolation) for f, t in zip(frames, transforms)]
     return engine.fuse_prepared([p[0] for p in pairs], [p[1] for p in pairs])
 

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from surgifuse.errors import InputError
+
 # Each module defines ``add_arguments(parser)`` and ``run(args) -> int``; imported lazily so that
 # ``surgifuse serve`` never imports torch and ``--help`` stays fast.
 COMMANDS = {
@@ -46,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        # Bad input: one clear line, no traceback.
+    except (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # Bad input (an option, a file, a path): one clear line and exit 2. Anything else is a bug
+        # and keeps its traceback.
         print(f"surgifuse {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

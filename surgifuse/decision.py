@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .engines.base import validate_stack
 
 # Limits of the C++ core: labels are uint8 window counts in 8-bit lanes (decision.hpp).
@@ -67,34 +69,34 @@ def _core():
 
 def _check_int(name: str, value, low: int, high: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an int, got {type(value).__name__}")
     if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        raise InputError(f"{name} must be in [{low}, {high}], got {value}")
     return int(value)
 
 
 def _check_focus_maps(focus_maps) -> list[np.ndarray]:
     if isinstance(focus_maps, np.ndarray) and focus_maps.ndim == 2:
-        raise ValueError("focus_maps must be a sequence of K HxW maps, got one 2-D array")
+        raise InputError("focus_maps must be a sequence of K HxW maps, got one 2-D array")
     maps = [np.asarray(m) for m in focus_maps]
     if not maps:
-        raise ValueError("focus_maps is empty: a focal stack needs at least one frame")
+        raise InputError("focus_maps is empty: a focal stack needs at least one frame")
     if len(maps) > MAX_STACK_SIZE:
-        raise ValueError(f"got {len(maps)} focus maps: at most {MAX_STACK_SIZE} frames are supported")
+        raise InputError(f"got {len(maps)} focus maps: at most {MAX_STACK_SIZE} frames are supported")
     for i, m in enumerate(maps):
         if m.dtype != np.uint32:
-            raise TypeError(f"focus_maps[{i}] must be uint32, got {m.dtype}")
+            raise InputTypeError(f"focus_maps[{i}] must be uint32, got {m.dtype}")
         if m.ndim != 2 or m.shape != maps[0].shape:
-            raise ValueError(f"focus_maps[{i}] has shape {m.shape}, focus_maps[0] has {maps[0].shape}: all must be one HxW")
+            raise InputError(f"focus_maps[{i}] has shape {m.shape}, focus_maps[0] has {maps[0].shape}: all must be one HxW")
     return [np.ascontiguousarray(m) for m in maps]
 
 
 def _check_frames(frames) -> list[np.ndarray]:
     stack = validate_stack(frames)
     if stack[0].dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"frames must be uint8 or uint16, got {stack[0].dtype}")
+        raise InputTypeError(f"frames must be uint8 or uint16, got {stack[0].dtype}")
     if len(stack) > MAX_STACK_SIZE:
-        raise ValueError(f"got {len(stack)} frames: at most {MAX_STACK_SIZE} are supported")
+        raise InputError(f"got {len(stack)} frames: at most {MAX_STACK_SIZE} are supported")
     return stack
 
 
@@ -143,9 +145,9 @@ def fuse_stack(
     stack = _check_frames(frames)
     maps = _check_focus_maps(focus_maps)
     if len(stack) != len(maps):
-        raise ValueError(f"got {len(stack)} frames but {len(maps)} focus maps: K must match")
+        raise InputError(f"got {len(stack)} frames but {len(maps)} focus maps: K must match")
     if maps[0].shape != stack[0].shape[:2]:
-        raise ValueError(f"focus maps are {maps[0].shape} but frames are {stack[0].shape[:2]}: sizes must match")
+        raise InputError(f"focus maps are {maps[0].shape} but frames are {stack[0].shape[:2]}: sizes must match")
     opts = dict(
         filter_radius=_check_int("filter_radius", filter_radius, 0, MAX_RADIUS),
         blend_radius=_check_int("blend_radius", blend_radius, 0, MAX_RADIUS),
@@ -156,10 +158,10 @@ def fuse_stack(
         out = core.fuse_stack(stack, maps, threads=_check_int("threads", threads, 0, 4096), **opts)
     elif device == "cuda":
         if not hasattr(core, "fuse_stack_cuda"):
-            raise ValueError("device='cuda' needs surgifuse built with CUDA (this build has no CUDA kernels)")
+            raise InputError("device='cuda' needs surgifuse built with CUDA (this build has no CUDA kernels)")
         out = core.fuse_stack_cuda(stack, maps, **opts)
     else:
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
     return DecisionResult(*out)
 
 
@@ -183,9 +185,9 @@ def stack_blend(
     stack = _check_frames(frames)
     labels = np.asarray(labels)
     if labels.dtype != np.uint8:
-        raise TypeError(f"labels must be uint8, got {labels.dtype}")
+        raise InputTypeError(f"labels must be uint8, got {labels.dtype}")
     if labels.shape != stack[0].shape[:2]:
-        raise ValueError(f"labels has shape {labels.shape}, frames are {stack[0].shape[:2]}")
+        raise InputError(f"labels has shape {labels.shape}, frames are {stack[0].shape[:2]}")
     return _core().stack_blend(
         stack,
         np.ascontiguousarray(labels),

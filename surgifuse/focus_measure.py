@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from surgifuse import _core
+from surgifuse.errors import InputError, InputTypeError
 
 __all__ = ["focus_measure", "focus_map", "rgb_to_luma", "focus_measure_dtype", "set_num_threads", "get_num_threads"]
 
@@ -28,21 +29,21 @@ def get_num_threads() -> int:
 
 def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy.ndarray, got {type(image).__name__}")
+        raise InputTypeError(f"image must be a numpy.ndarray, got {type(image).__name__}")
     if image.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+        raise InputTypeError(f"image dtype must be uint8 or uint16, got {image.dtype}")
     if image.ndim not in (2, 3):
-        raise ValueError(f"image must be 2-D (HxW) or 3-D (HxWxC), got shape {image.shape}")
+        raise InputError(f"image must be 2-D (HxW) or 3-D (HxWxC), got shape {image.shape}")
     if image.size == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
+        raise InputError(f"image is empty: shape {image.shape}")
     return image
 
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -136,7 +137,7 @@ def rgb_to_luma(image: np.ndarray, *, threads: int = 0) -> np.ndarray:
     """
     image = _check_image(image)
     if image.ndim != 3 or image.shape[2] < 3:
-        raise ValueError(f"image must be HxWxC with C >= 3 (RGB), got shape {image.shape}")
+        raise InputError(f"image must be HxWxC with C >= 3 (RGB), got shape {image.shape}")
     threads = _check_int("threads", threads, 0)
     return _core.rgb_to_luma(image, threads=threads)
 
@@ -171,7 +172,7 @@ def focus_map(
     (120, dtype('uint32'))
     """
     if mode not in FOCUS_MAP_MODES:
-        raise ValueError(f"mode must be one of {FOCUS_MAP_MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {FOCUS_MAP_MODES}, got {mode!r}")
     image = _check_image(image)
     step = _check_int("step", step, 1)
     threshold = _check_int("threshold", threshold, 0)

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 
 class CudaUnavailableError(RuntimeError):
     """Raised where a CUDA path is asked for on a machine without a usable CUDA device."""
@@ -107,7 +109,7 @@ class FusionNetCuda:
 
     def __init__(self, *, model: str = "fusion_net", backend: str = "auto", checkpoint: str | None = None) -> None:
         if backend not in ("auto", "ort", "torch"):
-            raise ValueError(f"backend must be 'auto', 'ort' or 'torch', got {backend!r}")
+            raise InputError(f"backend must be 'auto', 'ort' or 'torch', got {backend!r}")
         from surgifuse.engines.fusion_net import fmb_settings
         from surgifuse.engines.onnx_models import load_sidecar
 
@@ -128,7 +130,7 @@ class FusionNetCuda:
             self.fuser = open_session(folder / sidecar["graphs"]["fuse"], providers=providers)
         else:
             if checkpoint is None:
-                raise ValueError("the PyTorch CUDA back-end needs checkpoint= (the training checkpoint); "
+                raise InputError("the PyTorch CUDA back-end needs checkpoint= (the training checkpoint); "
                                  "install onnxruntime-gpu to use the ONNX graphs instead")
             from surgifuse.learning.train import load_checkpoint
 

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 # Extensions a folder listing picks up; the content is still sniffed when read.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff")
 
@@ -71,12 +73,12 @@ def decode_frames(data: bytes, name: str = "<bytes>") -> list[np.ndarray]:
         unsigned integers; the message names ``name``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{name}: image data must be bytes, got {type(data).__name__}")
+        raise InputTypeError(f"{name}: image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise ValueError(f"{name}: empty file, not an image")
+        raise InputError(f"{name}: empty file, not an image")
     fmt = sniff_format(data)
     if fmt is None:
-        raise ValueError(f"{name}: not a PNG, JPEG or TIFF image (unrecognised content)")
+        raise InputError(f"{name}: not a PNG, JPEG or TIFF image (unrecognised content)")
     if fmt == "tiff":
         raw = _decode_tiff_pages(bytes(data), name)
     else:
@@ -85,7 +87,7 @@ def decode_frames(data: bytes, name: str = "<bytes>") -> list[np.ndarray]:
         # out as the sensor recorded it, so they stay registered to each other.
         decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         if decoded is None:
-            raise ValueError(f"{name}: corrupt or truncated {fmt.upper()} file")
+            raise InputError(f"{name}: corrupt or truncated {fmt.upper()} file")
         raw = [_bgr_to_rgb(decoded)]
     return [_normalise_frame(f, name if len(raw) == 1 else f"{name}[page {i}]") for i, f in enumerate(raw)]
 
@@ -105,7 +107,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """
     frames = decode_frames(data, name)
     if len(frames) != 1:
-        raise ValueError(f"{name}: holds {len(frames)} pages; read it as a stack (read_stack), not one image")
+        raise InputError(f"{name}: holds {len(frames)} pages; read it as a stack (read_stack), not one image")
     return frames[0]
 
 
@@ -133,7 +135,7 @@ def list_image_files(folder: str | os.PathLike, *, pattern: str = "*") -> list[P
     ]
     if not files:
         exts = ", ".join(IMAGE_EXTENSIONS)
-        raise ValueError(f"{folder}: no image files matching {pattern!r} (looked for {exts})")
+        raise InputError(f"{folder}: no image files matching {pattern!r} (looked for {exts})")
     return sorted(files, key=lambda p: natural_sort_key(p.name))
 
 
@@ -171,7 +173,7 @@ def read_stack(
         inputs = [inputs]
     inputs = list(inputs)
     if not inputs:
-        raise ValueError("no input images given: pass image files, a folder or a multi-page TIFF")
+        raise InputError("no input images given: pass image files, a folder or a multi-page TIFF")
     items: list[tuple[str, bytes]] = []
     for entry in inputs:
         path = Path(entry)
@@ -202,20 +204,20 @@ def check_stack_consistency(frames: Sequence[np.ndarray], names: Sequence[str]) 
     """Raise ``ValueError`` naming both frames if any frame's size, channels or bit depth differs
     from the first one's; also if there is no frame at all."""
     if len(frames) == 0:
-        raise ValueError("a focal stack needs at least one frame, got 0")
+        raise InputError("a focal stack needs at least one frame, got 0")
     first, first_name = frames[0], names[0]
     for frame, name in zip(frames[1:], names[1:]):
         if frame.shape[:2] != first.shape[:2]:
-            raise ValueError(
+            raise InputError(
                 f"{name} is {_size(frame)} but {first_name} is {_size(first)}: all frames must have one size"
             )
         if _channels(frame) != _channels(first):
-            raise ValueError(
+            raise InputError(
                 f"{name} has {_describe_channels(frame)} but {first_name} has {_describe_channels(first)}: "
                 "all frames must be grey or all colour"
             )
         if frame.dtype != first.dtype:
-            raise ValueError(
+            raise InputError(
                 f"{name} is {_bits(frame)}-bit but {first_name} is {_bits(first)}-bit: all frames must have one bit depth"
             )
 
@@ -231,7 +233,7 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> byte
     fmt = fmt.lower().lstrip(".")
     fmt = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}.get(fmt, fmt)
     if fmt not in ("png", "jpeg", "tiff"):
-        raise ValueError(f"unknown image format {fmt!r}; use png, jpeg or tiff")
+        raise InputError(f"unknown image format {fmt!r}; use png, jpeg or tiff")
     image = _check_writable_image(image)
     if fmt == "tiff":
         import tifffile
@@ -242,15 +244,15 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> byte
         return out.getvalue()
     if fmt == "jpeg":
         if image.dtype != np.uint8:
-            raise ValueError(f"JPEG holds 8-bit images only, got {image.dtype}; write PNG or TIFF for 16-bit")
+            raise InputError(f"JPEG holds 8-bit images only, got {image.dtype}; write PNG or TIFF for 16-bit")
         if not 1 <= int(jpeg_quality) <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+            raise InputError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     else:
         params = []
     ok, buf = cv2.imencode("." + ("jpg" if fmt == "jpeg" else fmt), _rgb_to_bgr(image), params)
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
+        raise InputError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
     return buf.tobytes()
 
 
@@ -260,7 +262,7 @@ def format_for_path(path: str | os.PathLike) -> str:
     try:
         return _WRITE_FORMATS[suffix]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"{path}: cannot tell the output format from the extension {suffix!r}; use .png, .jpg or .tif"
         ) from None
 
@@ -332,11 +334,11 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an image file")
+        raise InputError(f"{path}: is a folder, not an image file")
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
 def _decode_tiff_pages(data: bytes, name: str) -> list[np.ndarray]:
@@ -349,7 +351,7 @@ def _decode_tiff_pages(data: bytes, name: str) -> list[np.ndarray]:
                 if getattr(page, "is_reduced", False):  # a thumbnail or pyramid level, not a frame
                     continue
                 if int(page.photometric) == 3:  # PALETTE: indices, not intensities
-                    raise ValueError(f"{name}: palette (indexed-colour) TIFF is not supported; save it as RGB")
+                    raise InputError(f"{name}: palette (indexed-colour) TIFF is not supported; save it as RGB")
                 arr = page.asarray()
                 if int(page.planarconfig) == 2 and arr.ndim == 3:  # SEPARATE: (S, H, W)
                     arr = np.moveaxis(arr, 0, -1)
@@ -357,25 +359,25 @@ def _decode_tiff_pages(data: bytes, name: str) -> list[np.ndarray]:
     except ValueError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
-        raise ValueError(f"{name}: corrupt or unsupported TIFF ({exc})") from exc
+        raise InputError(f"{name}: corrupt or unsupported TIFF ({exc})") from exc
     if not pages:
-        raise ValueError(f"{name}: TIFF holds no pages")
+        raise InputError(f"{name}: TIFF holds no pages")
     return pages
 
 
 def _normalise_frame(frame: np.ndarray, name: str) -> np.ndarray:
     """HxW, HxWx1, HxWx2 (grey+alpha), HxWx3 or HxWx4 (RGBA) -> HxW or HxWx3, 8/16-bit only."""
     if frame.dtype not in _SUPPORTED_DTYPES:
-        raise ValueError(f"{name}: {frame.dtype} samples are not supported; SurgiFuse reads 8- or 16-bit images")
+        raise InputError(f"{name}: {frame.dtype} samples are not supported; SurgiFuse reads 8- or 16-bit images")
     if frame.ndim == 3 and frame.shape[2] in (2, 4):
         warnings.warn(f"{name}: alpha channel dropped", stacklevel=3)
         frame = frame[..., :-1]
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3):
-        raise ValueError(f"{name}: unsupported image layout {frame.shape}; expected grey or RGB")
+        raise InputError(f"{name}: unsupported image layout {frame.shape}; expected grey or RGB")
     if frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise ValueError(f"{name}: empty image {frame.shape}")
+        raise InputError(f"{name}: empty image {frame.shape}")
     return np.ascontiguousarray(frame)
 
 
@@ -395,15 +397,15 @@ def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
 
 def _check_writable_image(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+        raise InputTypeError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype not in _SUPPORTED_DTYPES:
-        raise TypeError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+        raise InputTypeError(f"image dtype must be uint8 or uint16, got {image.dtype}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"image must be HxW grey or HxWx3 RGB, got shape {image.shape}")
+        raise InputError(f"image must be HxW grey or HxWx3 RGB, got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image is empty: shape {image.shape}")
+        raise InputError(f"image is empty: shape {image.shape}")
     return np.ascontiguousarray(image)
 
 

@@ -184,11 +184,14 @@ def test_missing_input_and_empty_folder(tmp_path, tiny_engine, capsys):
     _assert_failed_cleanly(rc, capsys, tmp_path, "no image files")
 
 
-def test_engine_failure_leaves_no_output(tmp_path, rng, tiny_engine, capsys):
+def test_engine_failure_is_a_traceback_and_leaves_no_output(tmp_path, rng, tiny_engine):
+    # An engine that raises on valid input is a bug: the traceback stays (no one-line "error"),
+    # and nothing half-written is left behind.
     stack = _write_stack(tmp_path / "s", [_texture(rng) for _ in range(2)])
-    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--engine", "broken",
-               "--depth", str(tmp_path / "fused_depth.png")])
-    _assert_failed_cleanly(rc, capsys, tmp_path, "exploded")
+    with pytest.raises(ValueError, match="exploded"):
+        main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--engine", "broken",
+              "--depth", str(tmp_path / "fused_depth.png")])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".", "fused"))] == []
 
 
 def test_unknown_engine(tmp_path, rng, capsys):

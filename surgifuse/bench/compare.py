@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .stats import summarize
 
 # Largest |modified Laplacian| of 8-bit data: |2*255 - 0 - 0| twice.
@@ -49,11 +51,11 @@ def opencv_focus_measure(image: np.ndarray, *, step: int = 1, threshold: int = 7
 
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise TypeError(f"opencv_focus_measure needs uint8 input, got dtype {image.dtype}")
+        raise InputTypeError(f"opencv_focus_measure needs uint8 input, got dtype {image.dtype}")
     if image.ndim not in (2, 3):
-        raise ValueError(f"image must be HxW or HxWxC, got shape {image.shape}")
+        raise InputError(f"image must be HxW or HxWxC, got shape {image.shape}")
     if step < 1 or window < 0 or threshold < 0:
-        raise ValueError(f"need step >= 1, window >= 0, threshold >= 0; got step={step}, window={window}, threshold={threshold}")
+        raise InputError(f"need step >= 1, window >= 0, threshold >= 0; got step={step}, window={window}, threshold={threshold}")
     side = 2 * window + 1
     use_int16 = side * side * _ML_MAX_UINT8 <= _INT16_MAX
     depth = cv2.CV_16S if use_int16 else cv2.CV_32F
@@ -75,7 +77,7 @@ def interior(shape: Sequence[int], *, step: int, window: int) -> tuple[slice, sl
     margin = step + window
     h, w = shape[0], shape[1]
     if h <= 2 * margin or w <= 2 * margin:
-        raise ValueError(f"image {w}x{h} has no interior for step={step}, window={window}")
+        raise InputError(f"image {w}x{h} has no interior for step={step}, window={window}")
     return slice(margin, h - margin), slice(margin, w - margin)
 
 
@@ -90,7 +92,7 @@ def check_opencv_matches_core(image: np.ndarray, *, step: int = 1, threshold: in
     ours = np.asarray(_core.focus_measure(image, step=step, threshold=threshold, window=window))
     theirs = opencv_focus_measure(image, step=step, threshold=threshold, window=window)
     if ours.shape != theirs.shape:
-        raise ValueError(f"_core.focus_measure returned shape {ours.shape}, OpenCV {theirs.shape}")
+        raise InputError(f"_core.focus_measure returned shape {ours.shape}, OpenCV {theirs.shape}")
     rows, cols = interior(image.shape, step=step, window=window)
     diff = np.abs(ours[rows, cols].astype(np.int64) - theirs[rows, cols].astype(np.int64))
     everywhere = bool(np.array_equal(ours.astype(np.int64), theirs.astype(np.int64)))
@@ -101,7 +103,7 @@ def check_opencv_matches_core(image: np.ndarray, *, step: int = 1, threshold: in
 def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int = 2) -> list[float]:
     """Milliseconds per call of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise InputError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
         fn()
     out = []
@@ -117,7 +119,7 @@ def comparison(name: str, *, baseline: str, candidate: str, baseline_ms: Sequenc
     """One comparison record: both sides' summaries and ``speedup = baseline p50 / candidate p50``."""
     base, cand = summarize(baseline_ms), summarize(candidate_ms)
     if cand["p50"] <= 0:
-        raise ValueError(f"{name}: candidate p50 is {cand['p50']} ms; cannot form a ratio")
+        raise InputError(f"{name}: candidate p50 is {cand['p50']} ms; cannot form a ratio")
     record = {
         "name": name,
         "baseline": baseline,

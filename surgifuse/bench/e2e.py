@@ -18,6 +18,8 @@ import time
 import urllib.parse
 from typing import Callable
 
+from surgifuse.errors import InputError
+
 from .stats import summarize
 
 PINGS = 8
@@ -26,7 +28,7 @@ PINGS = 8
 def _with_view(url: str, view: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"--e2e needs a ws:// or wss:// URL, got {url!r}")
+        raise InputError(f"--e2e needs a ws:// or wss:// URL, got {url!r}")
     query = dict(urllib.parse.parse_qsl(parts.query))
     query.setdefault("view", view)
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
@@ -118,21 +120,21 @@ def run_e2e(url: str, *, duration: float = 10.0, token: str | None = None, view:
     from .suite import new_report
 
     if not duration > 0:
-        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+        raise InputError(f"duration must be > 0 seconds, got {duration}")
     full_url = _with_view(url, view)
     cpu0 = os.times()
     try:
         got = asyncio.run(_measure(full_url, duration=duration, token=token, progress=progress))
     except OSError as exc:
-        raise ValueError(f"cannot connect to {url}: {exc}") from None
+        raise InputError(f"cannot connect to {url}: {exc}") from None
     except Exception as exc:  # websockets' handshake errors (403 for a wrong token) carry the reason
         if type(exc).__module__.startswith("websockets"):
-            raise ValueError(f"websocket {url}: {exc}") from None
+            raise InputError(f"websocket {url}: {exc}") from None
         raise
     cpu1 = os.times()
     n = len(got["samples"]["total"])
     if n == 0:
-        raise ValueError(f"no frame arrived from {url} within {duration:g} s")
+        raise InputError(f"no frame arrived from {url} within {duration:g} s")
     seqs = got["seqs"]
     skipped = (max(seqs) - min(seqs) + 1 - len(set(seqs))) if seqs else 0
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from surgifuse.errors import InputError
+
 SCHEMA = "surgifuse-bench/1"
 _SUMMARY_KEYS = ("n", "mean", "min", "p50", "p95", "p99", "max")
 _NUMBER = (int, float)
@@ -32,7 +34,7 @@ def validate_report(report: Any) -> None:
     """
     problems: list[str] = []
     if not isinstance(report, dict):
-        raise ValueError(f"a bench report is a JSON object, got {type(report).__name__}")
+        raise InputError(f"a bench report is a JSON object, got {type(report).__name__}")
     _check_keys(report, _TOP, "report", problems)
     if report.get("schema") not in (None, SCHEMA) and isinstance(report.get("schema"), str):
         problems.append(f"report.schema is {report['schema']!r}, expected {SCHEMA!r}")
@@ -59,7 +61,7 @@ def validate_report(report: Any) -> None:
             if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("reason"), str)):
                 problems.append(f"skipped[{i}] must be an object with string 'name' and 'reason'")
     if problems:
-        raise ValueError("invalid bench report: " + "; ".join(problems))
+        raise InputError("invalid bench report: " + "; ".join(problems))
 
 
 def _check_keys(obj: dict, spec: dict, where: str, problems: list[str]) -> None:
@@ -161,7 +163,7 @@ def plot_report(report: dict, path: str | Path) -> Path:
 
     runs = report.get("runs", [])
     if not runs:
-        raise ValueError("nothing to plot: the report has no runs")
+        raise InputError("nothing to plot: the report has no runs")
     path = Path(path)
     fig, axes = plt.subplots(len(runs), 1, figsize=(9, 1.2 + 0.45 * max(len(r["stages"]) for r in runs) * len(runs) + 0.6 * len(runs)),
                              squeeze=False)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from surgifuse.engines.base import Engine
+from surgifuse.errors import InputError
 
 from .stats import summarize, throughput_fps
 
@@ -52,17 +53,17 @@ class BenchConfig:
         for name in ("width", "height", "k", "frames", "clients"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+                raise InputError(f"{name} must be an int >= 1, got {value!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
+            raise InputError(f"warmup must be an int >= 0, got {self.warmup!r}")
         if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise InputError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            raise InputError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
+            raise InputError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads!r}")
+            raise InputError(f"threads must be >= 0, got {self.threads!r}")
 
     @property
     def source_stage(self) -> str:
@@ -107,7 +108,7 @@ class DecodedSweep:
 
         frames = list(frames)
         if not frames:
-            raise ValueError("DecodedSweep needs at least one frame")
+            raise InputError("DecodedSweep needs at least one frame")
         self._jpegs = []
         for frame in frames:
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -209,7 +210,7 @@ def create_bench_engine(name: str, *, device: str, threads: int):
             opts["threads"] = threads
         return create_engine(name, **opts)
     if device != "cpu":
-        raise ValueError(f"engine {name!r} has no {device} path")
+        raise InputError(f"engine {name!r} has no {device} path")
     return create_engine(name)
 
 

@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 #: The percentiles every stage reports, in the order of the table.
 REPORTED_PERCENTILES = (50, 95, 99)
 
@@ -41,7 +43,7 @@ def percentile(samples: Sequence[float] | np.ndarray, q: float) -> float:
     """
     values = _as_samples(samples)
     if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be a number in [0, 100], got {q!r}")
+        raise InputError(f"percentile q must be a number in [0, 100], got {q!r}")
     ordered = np.sort(values)
     rank = (len(ordered) - 1) * (q / 100.0)
     lo = math.floor(rank)
@@ -70,16 +72,16 @@ def summarize(samples_ms: Iterable[float]) -> dict[str, float | int]:
 def throughput_fps(frame_count: int, wall_seconds: float) -> float:
     """Frames per second over a measured run; ``ValueError`` for a non-positive duration."""
     if frame_count < 0:
-        raise ValueError(f"frame_count must be >= 0, got {frame_count}")
+        raise InputError(f"frame_count must be >= 0, got {frame_count}")
     if not wall_seconds > 0:
-        raise ValueError(f"wall_seconds must be > 0, got {wall_seconds}")
+        raise InputError(f"wall_seconds must be > 0, got {wall_seconds}")
     return frame_count / wall_seconds
 
 
 def _as_samples(samples) -> np.ndarray:
     values = np.asarray(samples, dtype=np.float64).ravel()
     if values.size == 0:
-        raise ValueError("need at least one sample, got 0")
+        raise InputError("need at least one sample, got 0")
     if not np.all(np.isfinite(values)):
-        raise ValueError("samples must be finite numbers (got NaN or inf)")
+        raise InputError("samples must be finite numbers (got NaN or inf)")
     return values

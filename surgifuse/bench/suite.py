@@ -7,6 +7,8 @@ import datetime as _dt
 import sys
 from typing import Callable, Sequence
 
+from surgifuse.errors import InputError
+
 from . import compare
 from .machine import machine_info
 from .report import SCHEMA
@@ -41,9 +43,9 @@ def run_pipeline_bench(config: BenchConfig, engines: Sequence[str], *, compare_r
     device fails at once with ``gpu_pipeline.CudaUnavailableError``.
     """
     if not engines:
-        raise ValueError("no engine to benchmark")
+        raise InputError("no engine to benchmark")
     if compare_repeats < 1:
-        raise ValueError(f"compare_repeats must be >= 1, got {compare_repeats}")
+        raise InputError(f"compare_repeats must be >= 1, got {compare_repeats}")
     set_threads(config.threads)
     report = new_report("pipeline", {**config.as_dict(), "engine": list(engines)}, command=command)
     if config.device == "cuda":

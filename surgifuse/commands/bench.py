@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from surgifuse.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="classical", choices=["classical", "fn", "autoencoder", "msmfm", "all"],
@@ -70,7 +72,7 @@ def _check_outputs(args) -> None:
         if value and not Path(value).resolve().parent.is_dir():
             raise FileNotFoundError(f"{flag} {value}: folder {Path(value).resolve().parent} does not exist")
     if args.plot and not str(args.plot).lower().endswith(".png"):
-        raise ValueError(f"--plot {args.plot}: the plot is a PNG, name it *.png")
+        raise InputError(f"--plot {args.plot}: the plot is a PNG, name it *.png")
 
 
 def _run_pipeline(args) -> dict:
@@ -90,7 +92,7 @@ def _run_pipeline(args) -> dict:
         return run_pipeline_bench(config, engines, compare_repeats=args.repeats, comparisons=args.compare,
                                   progress=bar.update if bar else None)
     except CudaUnavailableError as exc:
-        raise ValueError(f"--device cuda: {exc}") from None
+        raise InputError(f"--device cuda: {exc}") from None
     finally:
         if bar:
             bar.close()
@@ -100,7 +102,7 @@ def _run_e2e(args) -> dict:
     from surgifuse.bench.e2e import run_e2e
 
     if not args.duration > 0:
-        raise ValueError(f"--duration must be > 0, got {args.duration}")
+        raise InputError(f"--duration must be > 0, got {args.duration}")
     bar = _progress_bar(args.progress, total=round(args.duration), desc="e2e (s)")
     try:
         return run_e2e(args.e2e, duration=args.duration, token=args.token, view=args.view,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from surgifuse.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR",
@@ -39,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.run import evaluate
 
     if not args.engines:
-        raise ValueError("name at least one engine with --engine NAME")
+        raise InputError("name at least one engine with --engine NAME")
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
     if args.figure_stacks < 0:
-        raise ValueError(f"--figure-stacks must be >= 0, got {args.figure_stacks}")
+        raise InputError(f"--figure-stacks must be >= 0, got {args.figure_stacks}")
     if args.json_path and not Path(args.json_path).resolve().parent.is_dir():
         raise FileNotFoundError(f"--json: folder {Path(args.json_path).resolve().parent} does not exist")
 

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from surgifuse.errors import InputError, InputTypeError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -55,26 +57,26 @@ def run(args: argparse.Namespace) -> int:
     formats = _check_outputs(outputs)
     reference = _parse_reference(args.reference)
     if not 1 <= args.jpeg_quality <= 100:
-        raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+        raise InputError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     max_side = alignment.DEFAULT_MAX_SIDE if args.align_max_side is None else args.align_max_side
     if max_side < alignment.MIN_SIDE:
-        raise ValueError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
+        raise InputError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
 
     try:
         frames, _names = imageio.read_stack(args.inputs, pattern=args.pattern)
     except ValueError as exc:
         if args.pattern is None and any(Path(p).is_dir() for p in args.inputs) and "all frames must" in str(exc):
-            raise ValueError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)") from exc
+            raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)") from exc
         raise
     k = len(frames)
     if isinstance(reference, int) and not -k <= reference < k:
-        raise ValueError(f"--reference {reference} is outside a stack of {k} frames")
+        raise InputError(f"--reference {reference} is outside a stack of {k} frames")
     if frames[0].dtype == np.uint16 and formats["output"] == "jpeg":
-        raise ValueError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif")
+        raise InputError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif")
     try:
         engine = engines.create_engine(args.engine)
     except ImportError as exc:
-        raise ValueError(f"engine {args.engine!r} is not available in this build ({exc})") from exc
+        raise InputError(f"engine {args.engine!r} is not available in this build ({exc})") from exc
     t_read = time.perf_counter()
 
     transforms = None
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     fused = np.asarray(result.image)
     if fused.shape != frames[0].shape or fused.dtype != frames[0].dtype:
-        raise TypeError(
+        raise InputTypeError(
             f"engine {args.engine!r} returned a {fused.shape} {fused.dtype} image for {frames[0].shape} "
             f"{frames[0].dtype} frames"
         )
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         imageio.write_files_atomic(files)
     except OSError as exc:
-        raise ValueError(f"cannot write the outputs ({', '.join(map(str, files))}): {exc.strerror or exc}") from exc
+        raise InputError(f"cannot write the outputs ({', '.join(map(str, files))}): {exc.strerror or exc}") from exc
     t_write = time.perf_counter()
 
     if not args.quiet:
@@ -134,7 +136,7 @@ def depth_image(depth_index, k: int, *, preview: bool = False):
 
     depth = np.asarray(depth_index, dtype=np.float32)
     if depth.ndim != 2:
-        raise TypeError(f"depth_index must be HxW, got shape {depth.shape}")
+        raise InputTypeError(f"depth_index must be HxW, got shape {depth.shape}")
     unit = np.clip(depth / (k - 1), 0.0, 1.0) if k > 1 else np.zeros_like(depth)
     if preview:
         grey8 = np.round(unit * 255).astype(np.uint8)
@@ -148,7 +150,7 @@ def confidence_image(confidence, *, eight_bit: bool = False):
 
     conf = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float32)), 0.0, 1.0)
     if conf.ndim != 2:
-        raise TypeError(f"confidence must be HxW, got shape {conf.shape}")
+        raise InputTypeError(f"confidence must be HxW, got shape {conf.shape}")
     top = 255 if eight_bit else 65535
     return np.round(conf * top).astype(np.uint8 if eight_bit else np.uint16)
 
@@ -165,15 +167,15 @@ def _check_outputs(outputs: dict[str, str | None]) -> dict[str, str]:
         formats[role] = format_for_path(path)
         resolved = Path(path).resolve()
         if resolved in seen:
-            raise ValueError(f"{path}: used for both the {seen[resolved]} and the {role} output")
+            raise InputError(f"{path}: used for both the {seen[resolved]} and the {role} output")
         seen[resolved] = role
         if resolved.is_dir():
-            raise ValueError(f"{path}: is a folder; give a file name for the {role} output")
+            raise InputError(f"{path}: is a folder; give a file name for the {role} output")
         folder = resolved.parent
         if not folder.is_dir():
             raise FileNotFoundError(f"{path}: output folder {folder} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{path}: output folder {folder} is not writable")
+            raise InputError(f"{path}: output folder {folder} is not writable")
     return formats
 
 
@@ -183,4 +185,4 @@ def _parse_reference(text: str) -> str | int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--reference must be middle, first, last or a frame index, got {text!r}") from None
+        raise InputError(f"--reference must be middle, first, last or a frame index, got {text!r}") from None

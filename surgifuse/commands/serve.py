@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from surgifuse.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="demo (default) | camera:INDEX | file:PATH | URL | gst:PIPELINE")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         settings = ServiceSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid setting: {problems}") from None
+        raise InputError(f"invalid setting: {problems}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     print(f"SurgiFuse live: http://{settings.host}:{settings.port}/  (source: {app.state.pipeline.source.description}, "

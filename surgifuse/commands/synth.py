@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import re
 
+from surgifuse.errors import InputError
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"512"`` -> (512, 512); ``"1280x720"`` (W x H) -> (720, 1280) as (height, width)."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
     if not m:
-        raise ValueError(f"--size must be N or WxH (e.g. 512 or 1280x720), got {text!r}")
+        raise InputError(f"--size must be N or WxH (e.g. 512 or 1280x720), got {text!r}")
     w = int(m.group(1))
     h = int(m.group(2)) if m.group(2) else w
     if w < 16 or h < 16 or w > 8192 or h > 8192:
-        raise ValueError(f"--size must be between 16 and 8192 px per side, got {w}x{h}")
+        raise InputError(f"--size must be between 16 and 8192 px per side, got {w}x{h}")
     return h, w
 
 
@@ -50,24 +52,24 @@ def run(args: argparse.Namespace) -> int:
 
     height, width = parse_size(args.size)
     if args.count < 0:
-        raise ValueError(f"--count must be >= 0, got {args.count}")
+        raise InputError(f"--count must be >= 0, got {args.count}")
     if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     if args.k < 2:
-        raise ValueError(f"--k must be >= 2, got {args.k}")
+        raise InputError(f"--k must be >= 2, got {args.k}")
     if args.jpeg is not None and not 1 <= args.jpeg <= 100:
-        raise ValueError(f"--jpeg must be in 1..100, got {args.jpeg}")
+        raise InputError(f"--jpeg must be in 1..100, got {args.jpeg}")
     if args.video is not None and args.video < 1:
-        raise ValueError(f"--video must be >= 1 frames, got {args.video}")
+        raise InputError(f"--video must be >= 1 frames, got {args.video}")
     if args.count == 0 and args.video is None:
-        raise ValueError("nothing to do: --count 0 and no --video")
+        raise InputError("nothing to do: --count 0 and no --video")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"OUT exists and is not a folder: {out}")
+        raise InputError(f"OUT exists and is not a folder: {out}")
     targets = [out / f"stack_{i:04d}" for i in range(args.count)]
     existing = [t for t in targets if t.exists()]
     if existing and not args.overwrite:
-        raise ValueError(f"{existing[0]} already exists ({len(existing)} of {len(targets)} stacks); pass --overwrite to replace")
+        raise InputError(f"{existing[0]} already exists ({len(existing)} of {len(targets)} stacks); pass --overwrite to replace")
     options = dict(
         height=height,
         width=width,
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
         video = out / "sweep.mp4"
         if video.exists() and not args.overwrite:
-            raise ValueError(f"{video} already exists; pass --overwrite to replace")
+            raise InputError(f"{video} already exists; pass --overwrite to replace")
         write_sweep_video(
             video,
             seed=args.seed,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from surgifuse.errors import InputError
+
 
 def _parse_value(text: str):
     try:
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     for item in args.synth_option:
         if "=" not in item:
-            raise ValueError(f"--synth-option must be KEY=VALUE, got {item!r}")
+            raise InputError(f"--synth-option must be KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         options[key] = _parse_value(value)
     common = dict(crop=args.crop, k=args.k, synth_height=args.synth_size, synth_width=args.synth_size, synth_options=options,
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         data = DataConfig(data_dir=args.data, count=10**9, **common)
     else:
         if args.generate < 1:
-            raise ValueError(f"--generate must be >= 1, got {args.generate}")
+            raise InputError(f"--generate must be >= 1, got {args.generate}")
         data = DataConfig(seed=args.data_seed, count=args.generate, **common)
     val = None
     if args.val_data:

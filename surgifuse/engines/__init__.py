@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from surgifuse.errors import InputError
+
 from .base import Engine, FusionResult, validate_stack
 
 # name -> "module:Class"; imported on demand so that a missing optional dependency of one engine
@@ -31,7 +33,7 @@ def create_engine(name: str, **options) -> Engine:
     try:
         target = _ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(_ENGINES)}") from None
+        raise InputError(f"unknown engine {name!r}; choose one of {', '.join(_ENGINES)}") from None
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**options)

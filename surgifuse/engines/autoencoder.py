@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .base import Engine, FusionResult, validate_stack
 from .onnx_models import choose_providers, load_model_info, open_session, run_session
 
@@ -44,9 +46,9 @@ class AutoencoderEngine(Engine):
     def __init__(self, *, model: str = "autoencoder", filter_radius: int = 3, blend_radius: int = 2, device: str = "auto", threads: int = 2):
         sidecar, folder = load_model_info(model, graph_suffix="_activity")
         if sidecar.get("kind") != "autoencoder":
-            raise ValueError(f"model {model!r} is a {sidecar.get('kind')!r} model, not an autoencoder")
+            raise InputError(f"model {model!r} is a {sidecar.get('kind')!r} model, not an autoencoder")
         if filter_radius < 0 or blend_radius < 0:
-            raise ValueError(f"filter_radius and blend_radius must be >= 0, got {filter_radius}, {blend_radius}")
+            raise InputError(f"filter_radius and blend_radius must be >= 0, got {filter_radius}, {blend_radius}")
         self.filter_radius = int(filter_radius)
         self.blend_radius = int(blend_radius)
         self.providers = choose_providers(device)
@@ -58,11 +60,11 @@ class AutoencoderEngine(Engine):
         """HxW uint32 activity map (quantised feature gradient) of one uint8 frame."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8:
-            raise TypeError(f"the autoencoder engine takes uint8 frames, got {frame.dtype}")
+            raise InputTypeError(f"the autoencoder engine takes uint8 frames, got {frame.dtype}")
         if frame.ndim == 2:
             frame = np.repeat(frame[:, :, None], 3, axis=2)
         if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"the autoencoder engine takes HxW or HxWx3 frames, got shape {frame.shape}")
+            raise InputError(f"the autoencoder engine takes HxW or HxWx3 frames, got shape {frame.shape}")
         x = (np.moveaxis(frame, 2, 0).astype(np.float32) / np.float32(255))[None]
         act = run_session(self.session, {"image": x}, on_gpu=self.on_gpu)[0][0, 0]
         return np.ascontiguousarray(np.clip(np.rint(act * ACTIVITY_SCALE), 0, 2**32 - 1).astype(np.uint32))
@@ -72,7 +74,7 @@ class AutoencoderEngine(Engine):
 
         frames = validate_stack(frames)
         if len(prepared) != len(frames):
-            raise ValueError(f"got {len(frames)} frames but {len(prepared)} activity maps: they must match")
+            raise InputError(f"got {len(frames)} frames but {len(prepared)} activity maps: they must match")
         t0 = time.perf_counter()
         d = fuse_stack(frames, [np.ascontiguousarray(p) for p in prepared], filter_radius=self.filter_radius, blend_radius=self.blend_radius)
         t1 = time.perf_counter()

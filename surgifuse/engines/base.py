@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 
 @dataclass
 class FusionResult:
@@ -75,16 +77,16 @@ def validate_stack(stack: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]
     """
     frames = list(stack)
     if not frames:
-        raise ValueError("a focal stack needs at least one frame, got 0")
+        raise InputError("a focal stack needs at least one frame, got 0")
     first = np.asarray(frames[0])
     if first.ndim not in (2, 3):
-        raise ValueError(f"frame 0 must be HxW or HxWxC, got shape {first.shape}")
+        raise InputError(f"frame 0 must be HxW or HxWxC, got shape {first.shape}")
     out = []
     for i, f in enumerate(frames):
         f = np.asarray(f)
         if f.shape != first.shape:
-            raise ValueError(f"frame {i} has shape {f.shape}, frame 0 has {first.shape}: all frames must match")
+            raise InputError(f"frame {i} has shape {f.shape}, frame 0 has {first.shape}: all frames must match")
         if f.dtype != first.dtype:
-            raise ValueError(f"frame {i} has dtype {f.dtype}, frame 0 has {first.dtype}: all frames must match")
+            raise InputError(f"frame {i} has dtype {f.dtype}, frame 0 has {first.dtype}: all frames must match")
         out.append(np.ascontiguousarray(f))
     return out

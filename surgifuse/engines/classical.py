@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .. import decision
 from ..focus_measure import FOCUS_MAP_MODES, focus_map
 from .base import Engine, FusionResult, validate_stack
@@ -26,9 +28,9 @@ DEFAULT_FLAT_THRESHOLD = 0
 
 def _int_option(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"classical engine option {name} must be an int, got {type(value).__name__}")
+        raise InputTypeError(f"classical engine option {name} must be an int, got {type(value).__name__}")
     if not low <= int(value) <= high:
-        raise ValueError(f"classical engine option {name} must be in [{low}, {high}], got {value}")
+        raise InputError(f"classical engine option {name} must be in [{low}, {high}], got {value}")
     return int(value)
 
 
@@ -89,9 +91,9 @@ class ClassicalEngine(Engine):
         device: str = "cpu",
     ) -> None:
         if mode not in FOCUS_MAP_MODES:
-            raise ValueError(f"classical engine option mode must be one of {', '.join(FOCUS_MAP_MODES)}, got {mode!r}")
+            raise InputError(f"classical engine option mode must be one of {', '.join(FOCUS_MAP_MODES)}, got {mode!r}")
         if device not in ("cpu", "cuda"):
-            raise ValueError(f"classical engine option device must be 'cpu' or 'cuda', got {device!r}")
+            raise InputError(f"classical engine option device must be 'cpu' or 'cuda', got {device!r}")
         self.mode = mode
         self.step = _int_option("step", step, 1, 64)
         self.threshold = _int_option("threshold", threshold, 0, 2**20)
@@ -104,9 +106,9 @@ class ClassicalEngine(Engine):
             from .. import _core
 
             if not hasattr(_core, "fuse_stack_cuda"):
-                raise ValueError("classical engine option device='cuda' needs surgifuse built with CUDA")
+                raise InputError("classical engine option device='cuda' needs surgifuse built with CUDA")
             if _core.cuda_device_count() < 1:
-                raise ValueError("classical engine option device='cuda' but no CUDA device is visible")
+                raise InputError("classical engine option device='cuda' but no CUDA device is visible")
         self.device = device
         self._prepare_ms = 0.0
 
@@ -139,7 +141,7 @@ class ClassicalEngine(Engine):
         frames = validate_stack(frames)
         prepared = list(prepared)
         if len(prepared) != len(frames):
-            raise ValueError(f"got {len(frames)} frames but {len(prepared)} prepared focus maps: K must match")
+            raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared focus maps: K must match")
         t0 = time.perf_counter()
         out = decision.fuse_stack(
             frames,

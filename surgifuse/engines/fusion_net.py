@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .base import Engine, FusionResult, validate_stack
 from .onnx_models import choose_providers, load_model_info, open_session, run_session
 
@@ -23,7 +25,7 @@ def fmb_settings(sidecar: dict, model: str) -> tuple[str, dict, float]:
     """The FMB input of a Fusion Network model from its sidecar: ``(mode, focus-measure options,
     scale)``; ``ValueError`` when the model is not a Fusion Network."""
     if sidecar.get("kind") != "fn":
-        raise ValueError(f"model {model!r} is a {sidecar.get('kind')!r} model, not a Fusion Network")
+        raise InputError(f"model {model!r} is a {sidecar.get('kind')!r} model, not a Fusion Network")
     cfg = sidecar["model_config"]
     options = dict(step=int(cfg["fmb_step"]), threshold=int(cfg["fmb_threshold"]), window=int(cfg["fmb_window"]))
     return cfg["fmb"], options, float(cfg["fmb_scale"])
@@ -40,11 +42,11 @@ class PreparedFrame:
 def _as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8:
-        raise TypeError(f"the fn engine takes uint8 frames, got {frame.dtype}")
+        raise InputTypeError(f"the fn engine takes uint8 frames, got {frame.dtype}")
     if frame.ndim == 2:
         return np.repeat(frame[:, :, None], 3, axis=2)
     if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"the fn engine takes HxW or HxWx3 frames, got shape {frame.shape}")
+        raise InputError(f"the fn engine takes HxW or HxWx3 frames, got shape {frame.shape}")
     return np.ascontiguousarray(frame)
 
 
@@ -104,12 +106,12 @@ class FusionNetEngine(Engine):
     def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[PreparedFrame]) -> FusionResult:
         frames = validate_stack(frames)
         if len(prepared) != len(frames):
-            raise ValueError(f"got {len(frames)} frames but {len(prepared)} prepared entries: they must match")
+            raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared entries: they must match")
         for i, p in enumerate(prepared):
             if not isinstance(p, PreparedFrame):
-                raise TypeError(f"prepared[{i}] is {type(p).__name__}, not what FusionNetEngine.prepare_frame returns")
+                raise InputTypeError(f"prepared[{i}] is {type(p).__name__}, not what FusionNetEngine.prepare_frame returns")
             if p.rgb.shape[1:] != frames[0].shape[:2]:
-                raise ValueError(f"prepared[{i}] is {p.rgb.shape[1:]}, frames are {frames[0].shape[:2]}")
+                raise InputError(f"prepared[{i}] is {p.rgb.shape[1:]}, frames are {frames[0].shape[:2]}")
         t0 = time.perf_counter()
         feats = np.stack([p.features for p in prepared])  # K x (C, H, W) -> (K, C, H, W)
         rgb = np.stack([p.rgb for p in prepared])

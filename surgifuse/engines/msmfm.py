@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 from .base import Engine, FusionResult
 
 __all__ = ["MultiScaleMorphologyEngine", "multiscale_morphological_gradient"]
@@ -59,9 +61,9 @@ def multiscale_morphological_gradient(grey: np.ndarray, *, scales: int = 5) -> n
     ndarray of float32, HxW
     """
     if grey.ndim != 2:
-        raise ValueError(f"grey must be HxW, got shape {grey.shape}")
+        raise InputError(f"grey must be HxW, got shape {grey.shape}")
     if int(scales) != scales or scales < 1:
-        raise ValueError(f"scales must be a positive integer, got {scales}")
+        raise InputError(f"scales must be a positive integer, got {scales}")
     grey = grey.astype(np.float32, copy=False)
     fm = np.zeros(grey.shape, np.float32)
     for t in range(1, int(scales) + 1):
@@ -150,15 +152,15 @@ class MultiScaleMorphologyEngine(Engine):
     def __init__(self, *, scales: int = 5, window: int = 7, min_region_fraction: float = 1 / 40,
                  boundary_radius: int = 20, blend_radius: int = 3, watershed: bool = True):
         if int(scales) != scales or scales < 1:
-            raise ValueError(f"scales must be a positive integer, got {scales}")
+            raise InputError(f"scales must be a positive integer, got {scales}")
         if int(window) != window or window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be a positive odd integer, got {window}")
+            raise InputError(f"window must be a positive odd integer, got {window}")
         if not 0 <= min_region_fraction < 1:
-            raise ValueError(f"min_region_fraction must be in [0, 1), got {min_region_fraction}")
+            raise InputError(f"min_region_fraction must be in [0, 1), got {min_region_fraction}")
         if int(boundary_radius) != boundary_radius or boundary_radius < 1:
-            raise ValueError(f"boundary_radius must be a positive integer, got {boundary_radius}")
+            raise InputError(f"boundary_radius must be a positive integer, got {boundary_radius}")
         if int(blend_radius) != blend_radius or blend_radius < 0:
-            raise ValueError(f"blend_radius must be a non-negative integer, got {blend_radius}")
+            raise InputError(f"blend_radius must be a non-negative integer, got {blend_radius}")
         self.scales = int(scales)
         self.window = int(window)
         self.min_region_fraction = float(min_region_fraction)
@@ -172,20 +174,20 @@ class MultiScaleMorphologyEngine(Engine):
         """The frame's multi-scale morphological focus measure (float32 HxW)."""
         frame = np.asarray(frame)
         if frame.ndim not in (2, 3):
-            raise ValueError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+            raise InputError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
         return multiscale_morphological_gradient(_grey_float(frame), scales=self.scales)
 
     def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any]) -> FusionResult:
         t0 = time.perf_counter()
         frames = list(frames)
         if len(frames) != len(prepared):
-            raise ValueError(f"got {len(frames)} frames but {len(prepared)} prepared focus measures")
+            raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared focus measures")
         if not frames:
-            raise ValueError("a focal stack needs at least one frame, got 0")
+            raise InputError("a focal stack needs at least one frame, got 0")
         shape = frames[0].shape[:2]
         for i, fm in enumerate(prepared):
             if np.shape(fm) != shape:
-                raise ValueError(f"prepared[{i}] has shape {np.shape(fm)}, frames are {shape}")
+                raise InputError(f"prepared[{i}] has shape {np.shape(fm)}, frames are {shape}")
         k = len(frames)
         if k == 1:
             return FusionResult(frames[0].copy(), np.zeros(shape, np.float32), np.ones(shape, np.float32),

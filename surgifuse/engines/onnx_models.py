@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from surgifuse.errors import InputError
+
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -58,7 +60,7 @@ def load_model_info(name: str, *, graph_suffix: str) -> tuple[dict, Path]:
     graph = find_model(f"{text}{graph_suffix}.onnx")
     meta = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     if "surgifuse" not in meta:
-        raise ValueError(f"{graph} carries no 'surgifuse' metadata and has no {text}.json beside it; re-export it with `surgifuse export`")
+        raise InputError(f"{graph} carries no 'surgifuse' metadata and has no {text}.json beside it; re-export it with `surgifuse export`")
     return json.loads(meta["surgifuse"]), graph.parent
 
 
@@ -68,13 +70,13 @@ def choose_providers(device: str = "auto") -> list[str]:
     import onnxruntime as ort
 
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     available = ort.get_available_providers()
     chosen = []
     if device in ("auto", "cuda"):
         chosen = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
         if device == "cuda" and "CUDAExecutionProvider" not in chosen:
-            raise ValueError(f"device 'cuda' needs onnxruntime-gpu; available providers: {', '.join(available)}")
+            raise InputError(f"device 'cuda' needs onnxruntime-gpu; available providers: {', '.join(available)}")
     return chosen + ["CPUExecutionProvider"]
 
 
@@ -83,7 +85,7 @@ def open_session(path: Path, *, providers: list[str], threads: int = 0):
     import onnxruntime as ort
 
     if threads < 0:
-        raise ValueError(f"threads must be >= 0, got {threads}")
+        raise InputError(f"threads must be >= 0, got {threads}")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)

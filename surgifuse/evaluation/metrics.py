@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 __all__ = ["psnr", "ssim", "qabf", "nmi", "to_grey"]
 
 # Xydeas & Petrovic (2000), "Objective image fusion performance measure", Electronics Letters 36(4):
@@ -24,11 +26,11 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 def _check_image(name: str, image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(image).__name__}")
+        raise InputTypeError(f"{name} must be a NumPy array, got {type(image).__name__}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{name} must be HxW or HxWxC (C in 1, 3, 4), got shape {image.shape}")
+        raise InputError(f"{name} must be HxW or HxWxC (C in 1, 3, 4), got shape {image.shape}")
     if not (image.dtype in (np.uint8, np.uint16) or np.issubdtype(image.dtype, np.floating)):
-        raise TypeError(f"{name} must be uint8, uint16 or float, got dtype {image.dtype}")
+        raise InputTypeError(f"{name} must be uint8, uint16 or float, got dtype {image.dtype}")
     return image
 
 
@@ -36,16 +38,16 @@ def _check_pair(reference, test) -> tuple[np.ndarray, np.ndarray]:
     reference = _check_image("reference", reference)
     test = _check_image("test", test)
     if reference.shape != test.shape:
-        raise ValueError(f"reference and test must have the same shape, got {reference.shape} and {test.shape}")
+        raise InputError(f"reference and test must have the same shape, got {reference.shape} and {test.shape}")
     if reference.dtype != test.dtype:
-        raise TypeError(f"reference and test must have the same dtype, got {reference.dtype} and {test.dtype}")
+        raise InputTypeError(f"reference and test must have the same dtype, got {reference.dtype} and {test.dtype}")
     return reference, test
 
 
 def _default_range(dtype: np.dtype, data_range) -> float:
     if data_range is not None:
         if not data_range > 0:
-            raise ValueError(f"data_range must be > 0, got {data_range}")
+            raise InputError(f"data_range must be > 0, got {data_range}")
         return float(data_range)
     if dtype == np.uint8:
         return 255.0
@@ -56,11 +58,11 @@ def _default_range(dtype: np.dtype, data_range) -> float:
 
 def _crop(image: np.ndarray, border: int, *, min_side: int = 1) -> np.ndarray:
     if int(border) != border or border < 0:
-        raise ValueError(f"border must be a non-negative integer, got {border}")
+        raise InputError(f"border must be a non-negative integer, got {border}")
     border = int(border)
     h, w = image.shape[:2]
     if h - 2 * border < min_side or w - 2 * border < min_side:
-        raise ValueError(
+        raise InputError(
             f"image of shape {image.shape} is too small for border={border}: "
             f"need at least {2 * border + min_side} px per side"
         )
@@ -166,13 +168,13 @@ def _check_fusion_inputs(inputs, fused) -> tuple[list[np.ndarray], np.ndarray]:
         inputs = list(inputs)
     inputs = list(inputs)
     if len(inputs) < 1:
-        raise ValueError("inputs must hold at least one image, got 0")
+        raise InputError("inputs must hold at least one image, got 0")
     for i, image in enumerate(inputs):
         _check_image(f"inputs[{i}]", image)
         if image.shape != fused.shape:
-            raise ValueError(f"inputs[{i}] has shape {image.shape}, fused has {fused.shape}: all must match")
+            raise InputError(f"inputs[{i}] has shape {image.shape}, fused has {fused.shape}: all must match")
         if image.dtype != fused.dtype:
-            raise TypeError(f"inputs[{i}] has dtype {image.dtype}, fused has {fused.dtype}: all must match")
+            raise InputTypeError(f"inputs[{i}] has dtype {image.dtype}, fused has {fused.dtype}: all must match")
     return inputs, fused
 
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from ..engines.base import validate_stack
 from .metrics import psnr
 
@@ -36,7 +38,7 @@ def best_single_frame(frames: Sequence[np.ndarray], gt: np.ndarray, *, border: i
     frames = validate_stack(frames)
     gt = np.asarray(gt)
     if gt.shape != frames[0].shape or gt.dtype != frames[0].dtype:
-        raise ValueError(
+        raise InputError(
             f"gt has shape {gt.shape} and dtype {gt.dtype}, frames have {frames[0].shape} and {frames[0].dtype}"
         )
     scores = [psnr(gt, f, border=border) for f in frames]
@@ -62,13 +64,13 @@ def oracle_index(depth: np.ndarray, focus_positions: Sequence[float]) -> np.ndar
     depth = np.asarray(depth)
     positions = np.asarray(focus_positions, dtype=np.float64)
     if depth.ndim != 2:
-        raise ValueError(f"depth must be HxW, got shape {depth.shape}")
+        raise InputError(f"depth must be HxW, got shape {depth.shape}")
     if not np.issubdtype(depth.dtype, np.floating):
-        raise TypeError(f"depth must be a float array, got dtype {depth.dtype}")
+        raise InputTypeError(f"depth must be a float array, got dtype {depth.dtype}")
     if positions.ndim != 1 or positions.size < 1:
-        raise ValueError(f"focus_positions must be a 1-D list of K >= 1 values, got shape {positions.shape}")
+        raise InputError(f"focus_positions must be a 1-D list of K >= 1 values, got shape {positions.shape}")
     if not np.all(np.isfinite(positions)):
-        raise ValueError("focus_positions must be finite")
+        raise InputError("focus_positions must be finite")
     # (H, W, K) distances, built per frame to keep memory at one HxW float per frame at 1080p.
     best = np.zeros(depth.shape, np.int64)
     best_dist = np.abs(depth.astype(np.float64) - positions[0])
@@ -109,10 +111,10 @@ def depth_oracle(frames: Sequence[np.ndarray], depth: np.ndarray, focus_position
     """
     frames = validate_stack(frames)
     if len(focus_positions) != len(frames):
-        raise ValueError(f"focus_positions has {len(focus_positions)} values for {len(frames)} frames")
+        raise InputError(f"focus_positions has {len(focus_positions)} values for {len(frames)} frames")
     depth = np.asarray(depth)
     if depth.shape != frames[0].shape[:2]:
-        raise ValueError(f"depth has shape {depth.shape}, frames are {frames[0].shape[:2]}")
+        raise InputError(f"depth has shape {depth.shape}, frames are {frames[0].shape[:2]}")
     index = oracle_index(depth, focus_positions)
     stack = np.stack(frames)  # (K, H, W[, C])
     rows, cols = np.indices(index.shape)

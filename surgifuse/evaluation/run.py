@@ -11,6 +11,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 from . import metrics
 from .references import best_single_frame, depth_oracle
 from .stacks import EvalStack, find_stacks, load_eval_stack, resize_stack
@@ -33,26 +35,27 @@ def create_engines(engine_names: Sequence[str], engine_options: dict | None = No
     An engine whose model file or optional dependency is missing (e.g. ``fn`` without its ONNX
     model) fails here, before any stack is read, with the engine's own reason in the message.
     """
-    from ..engines import create_engine, engine_names as known_names
+    from ..engines import create_engine
+    from ..engines import engine_names as known_names
 
     if not engine_names:
-        raise ValueError(f"name at least one engine to evaluate (choose from {', '.join(known_names())})")
+        raise InputError(f"name at least one engine to evaluate (choose from {', '.join(known_names())})")
     duplicates = {n for n in engine_names if list(engine_names).count(n) > 1}
     if duplicates:
-        raise ValueError(f"engine named more than once: {', '.join(sorted(duplicates))}")
+        raise InputError(f"engine named more than once: {', '.join(sorted(duplicates))}")
     engines = {}
     for name in engine_names:
         if name in (ORACLE, ORACLE_ALIGNED, BEST_FRAME):
-            raise ValueError(f"{name!r} is a reference, always reported on stacks with truth; not an engine")
+            raise InputError(f"{name!r} is a reference, always reported on stacks with truth; not an engine")
         options = (engine_options or {}).get(name, {})
         try:
             engines[name] = create_engine(name, **options)
         except ValueError as exc:
             if "unknown engine" in str(exc):
                 raise
-            raise ValueError(f"engine {name!r} could not be created: {exc}") from exc
+            raise InputError(f"engine {name!r} could not be created: {exc}") from exc
         except (ImportError, OSError, RuntimeError, TypeError, AttributeError) as exc:
-            raise ValueError(f"engine {name!r} could not be created: {type(exc).__name__}: {exc}") from exc
+            raise InputError(f"engine {name!r} could not be created: {type(exc).__name__}: {exc}") from exc
     return engines
 
 
@@ -182,10 +185,10 @@ def evaluate(
     """
     engine_names = list(engine_names)
     if limit is not None and (int(limit) != limit or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit}")
+        raise InputError(f"limit must be a positive integer, got {limit}")
     engines = create_engines(engine_names, engine_options)
     if align and not align_available():
-        raise ValueError("alignment asked for, but surgifuse.align.align_stack is not available in this build")
+        raise InputError("alignment asked for, but surgifuse.align.align_stack is not available in this build")
     no_reference = bool(no_reference)
 
     if isinstance(stack_dirs, (str, os.PathLike)):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 __all__ = ["EvalStack", "find_stacks", "load_eval_stack"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff")
@@ -85,7 +87,7 @@ def find_stacks(data_dir: str | os.PathLike) -> list[Path]:
         return [root]
     stacks = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _frame_files(d)]
     if not stacks:
-        raise ValueError(f"{root}: no focal stack found (neither images in it nor sub-folders of images)")
+        raise InputError(f"{root}: no focal stack found (neither images in it nor sub-folders of images)")
     return sorted(stacks, key=lambda p: natural_sort_key(p.name))
 
 
@@ -100,7 +102,7 @@ def load_eval_stack(folder: str | os.PathLike) -> EvalStack:
     folder = Path(folder)
     files = _frame_files(folder)
     if not files:
-        raise ValueError(f"{folder}: no frame images")
+        raise InputError(f"{folder}: no frame images")
     synthetic = (folder / "meta.json").is_file() or any((folder / f"gt{s}").is_file() for s in _IMAGE_SUFFIXES)
     if synthetic:
         frames, gt, depth, positions, meta = _load_synthetic(folder)
@@ -112,11 +114,11 @@ def load_eval_stack(folder: str | os.PathLike) -> EvalStack:
         meta = {}
     frames = list(frames)
     if gt is not None and (gt.shape != frames[0].shape or gt.dtype != frames[0].dtype):
-        raise ValueError(f"{folder}: truth is {gt.shape} {gt.dtype}, frames are {frames[0].shape} {frames[0].dtype}")
+        raise InputError(f"{folder}: truth is {gt.shape} {gt.dtype}, frames are {frames[0].shape} {frames[0].dtype}")
     if depth is not None and depth.shape != frames[0].shape[:2]:
-        raise ValueError(f"{folder / 'depth.npy'}: depth is {depth.shape}, frames are {frames[0].shape[:2]}")
+        raise InputError(f"{folder / 'depth.npy'}: depth is {depth.shape}, frames are {frames[0].shape[:2]}")
     if positions is not None and len(positions) != len(frames):
-        raise ValueError(f"{folder / 'meta.json'}: {len(positions)} focus_positions for {len(frames)} frames")
+        raise InputError(f"{folder / 'meta.json'}: {len(positions)} focus_positions for {len(frames)} frames")
     return EvalStack(folder.name, str(folder), frames, gt, depth, positions, meta)
 
 
@@ -137,7 +139,7 @@ def _load_synthetic(folder: Path):
         try:
             meta = json.loads((folder / "meta.json").read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{folder / 'meta.json'}: not valid JSON ({exc})") from exc
+            raise InputError(f"{folder / 'meta.json'}: not valid JSON ({exc})") from exc
     gt_path = next((folder / f"gt{s}" for s in _IMAGE_SUFFIXES if (folder / f"gt{s}").is_file()), None)
     gt = read_image(gt_path) if gt_path is not None else None
     depth = np.load(folder / "depth.npy").astype(np.float32, copy=False) if (folder / "depth.npy").is_file() else None
@@ -153,7 +155,7 @@ def resize_stack(stack: EvalStack, max_side: int) -> EvalStack:
 
     h, w = stack.frames[0].shape[:2]
     if max_side < 16:
-        raise ValueError(f"max_side must be >= 16, got {max_side}")
+        raise InputError(f"max_side must be >= 16, got {max_side}")
     scale = max_side / max(h, w)
     if scale >= 1.0:
         return stack

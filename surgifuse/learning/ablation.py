@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+from surgifuse.errors import InputError
+
 # Paper 000 Table 1. The baseline's losses are the paper's general ones (L_aif + L_perceptual).
 VARIANTS = {
     "FN": dict(fmb="none", losses=("aif", "perceptual")),
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+            raise InputError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         t0 = time.time()
         info = run_variant(name, args, {"output": args.output})
         agg = evaluate_engine(args.test, "fn", {"model": info["model"], "threads": args.threads})

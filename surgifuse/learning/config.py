@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from surgifuse.errors import InputError
+
 # FM values of uint8 input are integers in [0, 9 * 2040]; dividing by the largest single modified
 # Laplacian (2040) puts typical sharp texture near 0.1-2 and the worst case at 9, a range a first
 # convolution handles without saturating. The same constant is used in training and at run time.
@@ -56,16 +58,16 @@ class FusionNetConfig:
 
     def __post_init__(self):
         if self.fmb not in ("fmb3", "fmb1", "none"):
-            raise ValueError(f"fmb must be 'fmb3', 'fmb1' or 'none', got {self.fmb!r}")
+            raise InputError(f"fmb must be 'fmb3', 'fmb1' or 'none', got {self.fmb!r}")
         if self.output not in ("rgb", "blend"):
-            raise ValueError(f"output must be 'rgb' or 'blend', got {self.output!r}")
+            raise InputError(f"output must be 'rgb' or 'blend', got {self.output!r}")
         if self.refine_downsample not in (1, 2, 4):
-            raise ValueError(f"refine_downsample must be 1, 2 or 4, got {self.refine_downsample}")
+            raise InputError(f"refine_downsample must be 1, 2 or 4, got {self.refine_downsample}")
         for name in ("encoder_width", "encoder_layers", "refine_width"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.res_blocks < 0:
-            raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
+            raise InputError(f"res_blocks must be >= 0, got {self.res_blocks}")
 
     @property
     def fmb_channels(self) -> int:
@@ -95,7 +97,7 @@ class AutoencoderConfig:
     def __post_init__(self):
         self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
         if self.stem_width < 1 or self.growth < 1 or self.dense_layers < 1:
-            raise ValueError("stem_width, growth and dense_layers must all be >= 1")
+            raise InputError("stem_width, growth and dense_layers must all be >= 1")
 
     @property
     def feature_channels(self) -> int:
@@ -147,9 +149,9 @@ class TrainConfig:
         known = {"aif", "perceptual", "edge", "identity"}
         bad = set(self.losses) - known
         if bad:
-            raise ValueError(f"unknown losses {sorted(bad)}; choose from {sorted(known)}")
+            raise InputError(f"unknown losses {sorted(bad)}; choose from {sorted(known)}")
         if self.model not in ("fn", "autoencoder"):
-            raise ValueError(f"model must be 'fn' or 'autoencoder', got {self.model!r}")
+            raise InputError(f"model must be 'fn' or 'autoencoder', got {self.model!r}")
 
 
 def config_to_dict(config) -> dict[str, Any]:

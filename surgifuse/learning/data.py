@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from surgifuse.errors import InputError
+
 from .config import DataConfig
 from .losses import canny_edges
 
@@ -30,9 +32,9 @@ def _as_arrays(stack) -> StackArrays:
     frames = np.stack([np.asarray(f) for f in stack.frames])
     gt = np.asarray(stack.gt)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"training stacks must be K x H x W x 3 uint8, got {frames.shape} {frames.dtype}")
+        raise InputError(f"training stacks must be K x H x W x 3 uint8, got {frames.shape} {frames.dtype}")
     if gt.shape != frames.shape[1:]:
-        raise ValueError(f"truth {gt.shape} does not match frames {frames.shape[1:]}")
+        raise InputError(f"truth {gt.shape} does not match frames {frames.shape[1:]}")
     return StackArrays(frames, gt)
 
 
@@ -86,13 +88,13 @@ class CropSampler:
 
     def __init__(self, stacks: list[StackArrays], *, crop: int, seed: int, canny_high: int = 100):
         if not stacks:
-            raise ValueError("CropSampler needs at least one stack")
+            raise InputError("CropSampler needs at least one stack")
         k = stacks[0].frames.shape[0]
         for s in stacks:
             if s.frames.shape[0] != k:
-                raise ValueError(f"all stacks must have the same K, got {k} and {s.frames.shape[0]}")
+                raise InputError(f"all stacks must have the same K, got {k} and {s.frames.shape[0]}")
             if min(s.gt.shape[:2]) < crop:
-                raise ValueError(f"crop {crop} is larger than a stack of size {s.gt.shape[:2]}")
+                raise InputError(f"crop {crop} is larger than a stack of size {s.gt.shape[:2]}")
         self.stacks = stacks
         self.crop = int(crop)
         self.canny_high = int(canny_high)

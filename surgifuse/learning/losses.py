@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surgifuse.errors import InputError
+
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise InputError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
     if pred.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got {tuple(pred.shape)}")
+        raise InputError(f"images must be (B, C, H, W), got {tuple(pred.shape)}")
 
 
 class AllInFocusLoss(nn.Module):
@@ -72,7 +74,7 @@ class EdgeLoss(nn.Module):
     def __init__(self, *, scale: float = 0.5):
         super().__init__()
         if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+            raise InputError(f"scale must be > 0, got {scale}")
         self.scale = float(scale)
 
     def edge_map(self, image: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ class EdgeLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, canny: torch.Tensor) -> torch.Tensor:
         _check_pair(pred, target)
         if canny.shape != (pred.shape[0], 1) + tuple(pred.shape[2:]):
-            raise ValueError(f"canny must be (B, 1, H, W) = {(pred.shape[0], 1) + tuple(pred.shape[2:])}, got {tuple(canny.shape)}")
+            raise InputError(f"canny must be (B, 1, H, W) = {(pred.shape[0], 1) + tuple(pred.shape[2:])}, got {tuple(canny.shape)}")
         with torch.no_grad():
             eg = self.edge_map(target)
         return (canny * (eg - self.edge_map(pred))).abs().mean()
@@ -96,7 +98,7 @@ class IdentityLoss(nn.Module):
 
     def forward(self, network: nn.Module, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 4 or target.shape[1] != 3:
-            raise ValueError(f"target must be (B, 3, H, W), got {tuple(target.shape)}")
+            raise InputError(f"target must be (B, 3, H, W), got {tuple(target.shape)}")
         return (network(target.unsqueeze(1)) - target).abs().mean()
 
 
@@ -109,7 +111,7 @@ def canny_edges(rgb_uint8, *, low: int = 0, high: int = 100):
     import numpy as np
 
     if rgb_uint8.dtype != np.uint8 or rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
-        raise ValueError(f"canny_edges needs HxWx3 uint8, got {rgb_uint8.shape} {rgb_uint8.dtype}")
+        raise InputError(f"canny_edges needs HxWx3 uint8, got {rgb_uint8.shape} {rgb_uint8.dtype}")
     grey = cv2.cvtColor(rgb_uint8, cv2.COLOR_RGB2GRAY)
     return (cv2.Canny(grey, low, high) > 0).astype(np.float32)
 
@@ -158,7 +160,7 @@ class FusionLoss(nn.Module):
         super().__init__()
         self.terms = tuple(terms)
         if "perceptual" in self.terms and feature_extractor is None:
-            raise ValueError("the perceptual loss needs a feature_extractor (the autoencoder's encoder)")
+            raise InputError("the perceptual loss needs a feature_extractor (the autoencoder's encoder)")
         self.aif = AllInFocusLoss()
         self.perceptual = PerceptualLoss(feature_extractor) if "perceptual" in self.terms else None
         self.edge = EdgeLoss()
@@ -172,7 +174,7 @@ class FusionLoss(nn.Module):
             parts["perceptual"] = self.perceptual(pred, target)
         if "edge" in self.terms:
             if canny is None:
-                raise ValueError("the edge loss needs the truth's Canny edges")
+                raise InputError("the edge loss needs the truth's Canny edges")
             parts["edge"] = self.edge(pred, target, canny)
         if "identity" in self.terms:
             parts["identity"] = self.identity(network, target)

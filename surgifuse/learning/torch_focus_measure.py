@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from surgifuse.errors import InputError
+
 # ITU-R BT.601 integer luma as the core's rgb_to_luma (FMB1's grey image): (77R + 150G + 29B + 128) >> 8.
 _GREY_WEIGHTS = (77, 150, 29)
 
@@ -35,13 +37,13 @@ def focus_measure_torch(image: torch.Tensor, *, step: int = 1, threshold: float 
         The focus measure; differentiable almost everywhere with respect to ``image``.
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise ValueError(f"image must be a 4-D tensor (N, C, H, W), got {getattr(image, 'shape', type(image))}")
+        raise InputError(f"image must be a 4-D tensor (N, C, H, W), got {getattr(image, 'shape', type(image))}")
     if step < 1 or window < 0:
-        raise ValueError(f"step must be >= 1 and window >= 0, got step={step}, window={window}")
+        raise InputError(f"step must be >= 1 and window >= 0, got step={step}, window={window}")
     x = image.float()
     n, c, h, w = x.shape
     if (h > 1 and max(step, window) > h - 1) or (w > 1 and max(step, window) > w - 1):
-        raise ValueError(f"step {step} and window {window} must be < the image size {h}x{w} (one reflection)")
+        raise InputError(f"step {step} and window {window} must be < the image size {h}x{w} (one reflection)")
     p = F.pad(x.reshape(n * c, 1, h, w), (step, step, step, step), mode="reflect")
     centre = p[:, :, step : step + h, step : step + w]
     ml = (2 * centre - p[:, :, step : step + h, : w] - p[:, :, step : step + h, 2 * step :]).abs() + (
@@ -58,7 +60,7 @@ def focus_measure_torch(image: torch.Tensor, *, step: int = 1, threshold: float 
 def grey_torch(image: torch.Tensor) -> torch.Tensor:
     """Grey level of an (N, 3, H, W) 0..255 RGB tensor, exactly ``surgifuse.focus_measure.rgb_to_luma``."""
     if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
+        raise InputError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
     r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
     acc = r * _GREY_WEIGHTS[0] + g * _GREY_WEIGHTS[1] + b * _GREY_WEIGHTS[2] + 128
     return torch.floor(acc / 256)
@@ -77,5 +79,5 @@ def fmb_input(rgb01: torch.Tensor, *, mode: str, step: int = 1, threshold: float
         if mode == "fmb1":
             v = grey_torch(v)
         elif mode != "fmb3":
-            raise ValueError(f"mode must be 'fmb3', 'fmb1' or 'none', got {mode!r}")
+            raise InputError(f"mode must be 'fmb3', 'fmb1' or 'none', got {mode!r}")
         return focus_measure_torch(v, step=step, threshold=threshold, window=window) / scale

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from surgifuse.errors import InputError
+
 from .config import AutoencoderConfig, DataConfig, FusionNetConfig, TrainConfig, config_from_dict, config_to_dict
 from .data import CropSampler, load_stacks
 from .losses import FusionLoss, ReconstructionLoss
@@ -42,7 +44,7 @@ def build_model(kind: str, model_config: dict | None = None) -> torch.nn.Module:
         return FusionNet(config_from_dict(FusionNetConfig, model_config or {}))
     if kind == "autoencoder":
         return Autoencoder(config_from_dict(AutoencoderConfig, model_config or {}))
-    raise ValueError(f"model must be 'fn' or 'autoencoder', got {kind!r}")
+    raise InputError(f"model must be 'fn' or 'autoencoder', got {kind!r}")
 
 
 def load_checkpoint(path: str | Path, *, map_location="cpu") -> tuple[torch.nn.Module, dict]:
@@ -52,7 +54,7 @@ def load_checkpoint(path: str | Path, *, map_location="cpu") -> tuple[torch.nn.M
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or "kind" not in ckpt:
-        raise ValueError(f"{path} is not a SurgiFuse checkpoint (no 'kind')")
+        raise InputError(f"{path} is not a SurgiFuse checkpoint (no 'kind')")
     model = build_model(ckpt["kind"], ckpt["model_config"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
@@ -62,7 +64,7 @@ def load_feature_extractor(path: str | Path) -> torch.nn.Module:
     """The encoder of a trained autoencoder checkpoint: the perceptual loss's feature extractor."""
     model, ckpt = load_checkpoint(path)
     if ckpt["kind"] != "autoencoder":
-        raise ValueError(f"{path} holds a {ckpt['kind']!r} model; the perceptual loss needs an autoencoder checkpoint")
+        raise InputError(f"{path} holds a {ckpt['kind']!r} model; the perceptual loss needs an autoencoder checkpoint")
     return model.encoder
 
 
@@ -94,7 +96,7 @@ def train(
     device = pick_device(tc.device)
 
     if tc.model == "fn" and "perceptual" in tc.losses and tc.perceptual_encoder is None:
-        raise ValueError("the perceptual loss needs --perceptual-encoder (a trained autoencoder checkpoint)")
+        raise InputError("the perceptual loss needs --perceptual-encoder (a trained autoencoder checkpoint)")
     model = build_model(tc.model, model_config).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
     step, elapsed, best = 0, 0.0, -math.inf
@@ -103,7 +105,7 @@ def train(
     if resume and last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
         if ckpt["kind"] != tc.model:
-            raise ValueError(f"{last} holds a {ckpt['kind']!r} model, not {tc.model!r}")
+            raise InputError(f"{last} holds a {ckpt['kind']!r} model, not {tc.model!r}")
         model = build_model(tc.model, ckpt["model_config"]).to(device)
         model.load_state_dict(ckpt["model"])
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
@@ -118,7 +120,7 @@ def train(
 
     if tc.model == "fn":
         if "perceptual" in tc.losses and tc.perceptual_encoder is None:
-            raise ValueError("the perceptual loss needs --perceptual-encoder (a trained autoencoder checkpoint)")
+            raise InputError("the perceptual loss needs --perceptual-encoder (a trained autoencoder checkpoint)")
         extractor = load_feature_extractor(tc.perceptual_encoder) if "perceptual" in tc.losses else None
         criterion = FusionLoss(tc.losses, feature_extractor=extractor).to(device)
     else:

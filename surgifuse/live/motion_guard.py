@@ -21,6 +21,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 
 @dataclass
 class GuardResult:
@@ -55,15 +57,15 @@ class MotionGuard:
     def __init__(self, *, threshold: float = 16.0, noise_factor: float = 8.0, coarse_width: int = 160,
                  dilate: int = 2, min_cells: int = 4) -> None:
         if not threshold >= 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+            raise InputError(f"threshold must be >= 0, got {threshold!r}")
         if not noise_factor >= 0:
-            raise ValueError(f"noise_factor must be >= 0, got {noise_factor!r}")
+            raise InputError(f"noise_factor must be >= 0, got {noise_factor!r}")
         if not isinstance(coarse_width, int) or coarse_width < 8:
-            raise ValueError(f"coarse_width must be an int >= 8, got {coarse_width!r}")
+            raise InputError(f"coarse_width must be an int >= 8, got {coarse_width!r}")
         if not isinstance(dilate, int) or dilate < 0:
-            raise ValueError(f"dilate must be an int >= 0, got {dilate!r}")
+            raise InputError(f"dilate must be an int >= 0, got {dilate!r}")
         if not isinstance(min_cells, int) or min_cells < 1:
-            raise ValueError(f"min_cells must be an int >= 1, got {min_cells!r}")
+            raise InputError(f"min_cells must be an int >= 1, got {min_cells!r}")
         self.min_cells = min_cells
         self.threshold, self.noise_factor = float(threshold), float(noise_factor)
         self.coarse_width, self.dilate = coarse_width, dilate
@@ -127,11 +129,11 @@ class MotionGuard:
             processor owns the engine's fresh outputs: two full-size copies cost 8 ms at 1080p).
         """
         if not 0 <= newest < len(frames):
-            raise ValueError(f"newest must index the {len(frames)} frames, got {newest}")
+            raise InputError(f"newest must index the {len(frames)} frames, got {newest}")
         if image.shape != frames[newest].shape:
-            raise ValueError(f"fused image shape {image.shape} differs from frame shape {frames[newest].shape}")
+            raise InputError(f"fused image shape {image.shape} differs from frame shape {frames[newest].shape}")
         if depth_index.shape != image.shape[:2]:
-            raise ValueError(f"depth_index shape {depth_index.shape} differs from image size {image.shape[:2]}")
+            raise InputError(f"depth_index shape {depth_index.shape} differs from image size {image.shape[:2]}")
         self._forget_except(frames)
         ref = self.coarse(frames[newest])
         ch, cw = ref.shape[:2]

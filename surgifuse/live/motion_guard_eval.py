@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 from .frames import CapturedFrame
 from .motion_guard import MotionGuard
 from .processor import FrameProcessor
@@ -43,7 +45,7 @@ def read_video(path: str | Path) -> list[np.ndarray]:
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     cap.release()
     if not frames:
-        raise ValueError(f"{path}: no frames")
+        raise InputError(f"{path}: no frames")
     return frames
 
 

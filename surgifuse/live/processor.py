@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from surgifuse.engines.base import Engine
+from surgifuse.errors import InputError, InputTypeError
 
 from .frames import CapturedFrame, ProcessedFrame
 from .motion_guard import MotionGuard
@@ -32,9 +33,9 @@ class FrameProcessor:
 
     def __init__(self, engine: Engine, *, k: int = 5, align: bool = True, guard: MotionGuard | None = None) -> None:
         if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
+            raise InputTypeError(f"engine must be a surgifuse Engine, got {type(engine).__name__}")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+            raise InputError(f"k must be an int >= 1, got {k!r}")
         from surgifuse.buffer import FocalStackBuffer
 
         self.engine, self.k, self.align, self.guard = engine, k, align, guard

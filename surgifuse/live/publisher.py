@@ -22,6 +22,8 @@ import time
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 from .frames import LatestSlot, ProcessedFrame, wall_ms
 from .metrics import LiveMetrics
 
@@ -44,10 +46,10 @@ def pack_frame(header: dict, jpeg: bytes) -> bytes:
 def unpack_frame(message: bytes) -> tuple[dict, bytes]:
     """Inverse of ``pack_frame``; ``ValueError`` for a message that is not one."""
     if len(message) < 4:
-        raise ValueError(f"stream message too short: {len(message)} bytes")
+        raise InputError(f"stream message too short: {len(message)} bytes")
     (n,) = _HEADER_LENGTH.unpack_from(message)
     if 4 + n > len(message):
-        raise ValueError(f"header length {n} exceeds message of {len(message)} bytes")
+        raise InputError(f"header length {n} exceeds message of {len(message)} bytes")
     return json.loads(message[4:4 + n]), bytes(message[4 + n:])
 
 
@@ -148,7 +150,7 @@ class FramePublisher:
     @jpeg_quality.setter
     def jpeg_quality(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
-            raise ValueError(f"jpeg_quality must be an int in 1..100, got {value!r}")
+            raise InputError(f"jpeg_quality must be an int in 1..100, got {value!r}")
         self._jpeg_quality = value
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class FramePublisher:
     @staticmethod
     def _check_view(view: str) -> str:
         if view not in VIEWS:
-            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+            raise InputError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         return view
 
     # -- encoder thread ----------------------------------------------------------------------------

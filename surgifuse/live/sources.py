@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from surgifuse.errors import InputError
+
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
@@ -70,11 +72,11 @@ class SyntheticSweepSource:
                  cache_frames: int | None = None, instrument_motion: bool = True, noise: bool = True) -> None:
         for name, value in (("height", height), ("width", width), ("k", k)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps!r}")
+            raise InputError(f"fps must be > 0, got {fps!r}")
         if cache_frames is not None and (not isinstance(cache_frames, int) or cache_frames < 0):
-            raise ValueError(f"cache_frames must be None or an int >= 0, got {cache_frames!r}")
+            raise InputError(f"cache_frames must be None or an int >= 0, got {cache_frames!r}")
         self.seed, self.height, self.width, self.k = seed, height, width, k
         self.fps = float(fps)
         self.cache_frames = cache_frames
@@ -123,12 +125,12 @@ class ArraySource:
                  description: str = "frames in memory") -> None:
         frames = [np.ascontiguousarray(f) for f in frames]
         if not frames:
-            raise ValueError("ArraySource needs at least one frame, got 0")
+            raise InputError("ArraySource needs at least one frame, got 0")
         for i, f in enumerate(frames):
             if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
-                raise ValueError(f"frame {i} must be HxWx3 uint8 RGB, got shape {f.shape} dtype {f.dtype}")
+                raise InputError(f"frame {i} must be HxWx3 uint8 RGB, got shape {f.shape} dtype {f.dtype}")
         if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps!r}")
+            raise InputError(f"fps must be > 0, got {fps!r}")
         self.frames, self.fps, self.loop, self.description = frames, float(fps), loop, description
         self._index = 0
 
@@ -164,7 +166,7 @@ class VideoCaptureSource:
 
     def __init__(self, target: int | str, *, kind: str, loop: bool = True, fps: float | None = None) -> None:
         if kind not in ("camera", "file", "url", "gstreamer"):
-            raise ValueError(f"kind must be camera, file, url or gstreamer, got {kind!r}")
+            raise InputError(f"kind must be camera, file, url or gstreamer, got {kind!r}")
         self.target, self.kind, self.loop = target, kind, loop
         self._fps_override = fps
         self.fps = float(fps or 30.0)
@@ -220,14 +222,14 @@ def open_source(spec: str, *, width: int = 1280, height: int = 720, k: int = 5, 
     Nothing is opened here: the capture thread opens (and re-opens) the source.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"source must be demo, camera:INDEX, file:PATH, a URL or gst:PIPELINE, got {spec!r}")
+        raise InputError(f"source must be demo, camera:INDEX, file:PATH, a URL or gst:PIPELINE, got {spec!r}")
     spec = spec.strip()
     if spec == "demo":
         return SyntheticSweepSource(seed, height=height, width=width, k=k, fps=fps, cache_frames=cache_frames)
     if spec.startswith("camera:"):
         index = spec[len("camera:"):]
         if not index.isdigit():
-            raise ValueError(f"camera source needs a device index, e.g. camera:0, got {spec!r}")
+            raise InputError(f"camera source needs a device index, e.g. camera:0, got {spec!r}")
         return VideoCaptureSource(int(index), kind="camera")
     if spec.startswith("file:"):
         path = spec[len("file:"):]
@@ -240,4 +242,4 @@ def open_source(spec: str, *, width: int = 1280, height: int = 720, k: int = 5, 
         return VideoCaptureSource(spec[len("gst:"):], kind="gstreamer")
     if " ! " in spec:
         return VideoCaptureSource(spec, kind="gstreamer")
-    raise ValueError(f"unknown source {spec!r}: use demo, camera:INDEX, file:PATH, a URL or gst:PIPELINE")
+    raise InputError(f"unknown source {spec!r}: use demo, camera:INDEX, file:PATH, a URL or gst:PIPELINE")

@@ -8,6 +8,8 @@ import ipaddress
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from surgifuse.errors import InputError
+
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -72,7 +74,7 @@ class ServiceSettings(BaseSettings):
     def check_security(self) -> None:
         """Raise ``ValueError`` when bound beyond loopback with no token and not ``insecure``."""
         if not is_loopback(self.host) and not self.token_value() and not self.insecure:
-            raise ValueError(f"refusing to listen on {self.host} without a token: set SURGIFUSE_TOKEN "
+            raise InputError(f"refusing to listen on {self.host} without a token: set SURGIFUSE_TOKEN "
                              "(clients then send it), or pass --insecure to allow anyone on the network")
 
 
@@ -109,5 +111,5 @@ class RuntimeSettingsUpdate(BaseModel):
         from surgifuse.engines import engine_names
 
         if value is not None and value not in engine_names():
-            raise ValueError(f"unknown engine {value!r}; choose one of {', '.join(engine_names())}")
+            raise InputError(f"unknown engine {value!r}; choose one of {', '.join(engine_names())}")
         return value

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from surgifuse import imageio
+from surgifuse.errors import InputError
 
 
 class UploadError(Exception):
@@ -173,7 +174,7 @@ class UploadWorkers:
 
     def __init__(self, workers: int = 1, queue: int = 2) -> None:
         if workers < 1 or queue < 0:
-            raise ValueError(f"need workers >= 1 and queue >= 0, got {workers} and {queue}")
+            raise InputError(f"need workers >= 1 and queue >= 0, got {workers} and {queue}")
         self.capacity = workers + queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surgifuse-upload",
                                             initializer=_lower_priority)

@@ -10,6 +10,8 @@ import math
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 # Sensor defaults: a small-pixel video sensor at 30 fps. 4000 photo-electrons at white give a
 # shot-noise std of 2.8 DN at mid-grey and 4.0 DN at white (8-bit); read noise 1 DN.
 PHOTONS_AT_WHITE = 4000.0
@@ -31,9 +33,9 @@ def poisson_gaussian_noise(
     which is the heteroscedastic model of Foi et al. 2008.
     """
     if photons_at_white <= 0:
-        raise ValueError(f"photons_at_white must be > 0, got {photons_at_white}")
+        raise InputError(f"photons_at_white must be > 0, got {photons_at_white}")
     if read_noise_dn < 0:
-        raise ValueError(f"read_noise_dn must be >= 0, got {read_noise_dn}")
+        raise InputError(f"read_noise_dn must be >= 0, got {read_noise_dn}")
     x = np.clip(image, 0.0, None)
     std = np.sqrt(x / np.float32(photons_at_white) + np.float32((read_noise_dn / 255.0) ** 2))
     return (image + std * rng.standard_normal(image.shape, dtype=np.float32)).astype(np.float32)
@@ -48,7 +50,7 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode an RGB uint8 image as JPEG at ``quality`` (1-100) with OpenCV and decode it."""
     quality = int(quality)
     if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+        raise InputError(f"JPEG quality must be in 1..100, got {quality}")
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("cv2.imencode failed to encode JPEG")

@@ -16,6 +16,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 # Blur radii (px) below this are rendered as sharp: a disc of radius 0.25 px puts < 5 % of its
 # weight outside the centre pixel, which 8-bit quantisation cannot show.
 SHARP_RADIUS = 0.25
@@ -54,9 +56,9 @@ class Optics:
 
     def __post_init__(self):
         if not (self.field_of_view_mm > 0 and math.isfinite(self.field_of_view_mm)):
-            raise ValueError(f"field_of_view_mm must be a positive number, got {self.field_of_view_mm}")
+            raise InputError(f"field_of_view_mm must be a positive number, got {self.field_of_view_mm}")
         if not (0 <= self.numerical_aperture < 1):
-            raise ValueError(f"numerical_aperture must be in [0, 1), got {self.numerical_aperture}")
+            raise InputError(f"numerical_aperture must be in [0, 1), got {self.numerical_aperture}")
 
     def pixel_mm(self, width: int) -> float:
         """Size of one pixel in the object plane (mm) for an image ``width`` pixels wide."""
@@ -114,7 +116,7 @@ def disc_kernel(radius: float) -> np.ndarray:
     """
     radius = float(radius)
     if not (radius >= 0 and math.isfinite(radius)):
-        raise ValueError(f"disc radius must be a finite number >= 0, got {radius}")
+        raise InputError(f"disc radius must be a finite number >= 0, got {radius}")
     return _disc_kernel_cached(int(round(radius * 64)))
 
 

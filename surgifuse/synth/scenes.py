@@ -14,6 +14,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError
+
 AXIAL_LENGTH_MM = 24.0  # emmetropic adult eye (Gullstrand): cornea to retina at the posterior pole
 EYE_RADIUS_MM = 12.0  # the posterior globe is close to a sphere of this radius
 
@@ -374,7 +376,7 @@ def instrument_layer(
             normal = np.where(inside > shaft, np.clip((v - centre) / hw, -1, 1), normal)
         a = np.maximum(shaft, jaws)
     else:
-        raise ValueError(f"instrument kind must be 'pick' or 'forceps', got {kind!r}")
+        raise InputError(f"instrument kind must be 'pick' or 'forceps', got {kind!r}")
     # A brushed-steel cylinder lit from above: diffuse falloff across it, a specular stripe.
     n = normal
     diffuse = np.sqrt(np.clip(1 - n * n, 0, 1))
@@ -435,7 +437,7 @@ def make_scene(
     elif kind == "texture":
         radiance, scene_params = texture_scene(rng, height, width)
     else:
-        raise ValueError(f"scene kind must be 'fundus' or 'texture', got {kind!r}")
+        raise InputError(f"scene kind must be 'fundus' or 'texture', got {kind!r}")
     params = {"kind": kind, **depth_params, **scene_params}
     layer = None
     if instrument:

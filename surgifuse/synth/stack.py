@@ -20,6 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .degradations import (
     PHOTONS_AT_WHITE,
     READ_NOISE_DN,
@@ -84,20 +86,20 @@ class SyntheticStack:
 
 def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise InputError(f"{name} must be {bound}, got {value}")
     return value
 
 
 def _check_float(name: str, value, minimum: float, maximum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not (minimum <= value <= maximum) or math.isnan(value):
-        raise ValueError(f"{name} must be in [{minimum}, {maximum}], got {value}")
+        raise InputError(f"{name} must be in [{minimum}, {maximum}], got {value}")
     return value
 
 
@@ -188,14 +190,14 @@ def generate_stack(
     (3, (64, 64, 3), dtype('uint8'), dtype('float32'))
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     height = _check_int("height", height, 16)
     width = _check_int("width", width, 16)
     k = _check_int("k", k, 2, 64)
     if scene not in SCENE_KINDS:
-        raise ValueError(f"scene must be one of {', '.join(SCENE_KINDS)}, got {scene!r}")
+        raise InputError(f"scene must be one of {', '.join(SCENE_KINDS)}, got {scene!r}")
     if instrument is not None and not isinstance(instrument, (bool, np.bool_)):
-        raise TypeError(f"instrument must be True, False or None, got {instrument!r}")
+        raise InputTypeError(f"instrument must be True, False or None, got {instrument!r}")
     if jpeg_quality is not None:
         jpeg_quality = _check_int("jpeg_quality", jpeg_quality, 1, 100)
     breathing = _check_float("breathing", breathing, -0.2, 0.2)
@@ -204,7 +206,7 @@ def generate_stack(
     if focus_positions is not None:
         focus_positions = [float(f) for f in focus_positions]
         if len(focus_positions) != k or not all(math.isfinite(f) for f in focus_positions):
-            raise ValueError(f"focus_positions must be {k} finite numbers (k={k}), got {focus_positions}")
+            raise InputError(f"focus_positions must be {k} finite numbers (k={k}), got {focus_positions}")
 
     choice_ss, scene_ss, inst_ss, motion_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(5)
     choice_rng = np.random.default_rng(choice_ss)
@@ -344,9 +346,9 @@ def write_stack(stack: SyntheticStack, directory: str | os.PathLike, *, overwrit
     Path of the written folder.
     """
     if not isinstance(stack, SyntheticStack):
-        raise TypeError(f"stack must be a SyntheticStack, got {type(stack).__name__}")
+        raise InputTypeError(f"stack must be a SyntheticStack, got {type(stack).__name__}")
     if not stack.frames:
-        raise ValueError("stack has no frames")
+        raise InputError("stack has no frames")
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise FileExistsError(f"{directory} already exists (pass overwrite=True to replace it)")
@@ -393,7 +395,7 @@ def _read_image(path: Path) -> np.ndarray:
     # cv2 sniffs the content, so JPEG data behind a .png name still loads.
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ValueError(f"could not read image {path}")
+        raise InputError(f"could not read image {path}")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     elif image.ndim == 3:
@@ -421,7 +423,7 @@ def load_stack(directory: str | os.PathLike) -> SyntheticStack:
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path} is not valid JSON: {exc}") from exc
+            raise InputError(f"{meta_path} is not valid JSON: {exc}") from exc
     images = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES]
     numbered = {}
     for p in images:
@@ -430,16 +432,16 @@ def load_stack(directory: str | os.PathLike) -> SyntheticStack:
             numbered[int(m.group(1))] = p
     if numbered:
         if sorted(numbered) != list(range(len(numbered))):
-            raise ValueError(f"{directory}: frame files must be numbered 0..K-1, found indices {sorted(numbered)}")
+            raise InputError(f"{directory}: frame files must be numbered 0..K-1, found indices {sorted(numbered)}")
         paths = [numbered[i] for i in range(len(numbered))]
     else:
         paths = sorted((p for p in images if p.stem not in _TRUTH_NAMES), key=_natural_key)
     if not paths:
-        raise ValueError(f"{directory}: no frames found (expected frame_0.png ...)")
+        raise InputError(f"{directory}: no frames found (expected frame_0.png ...)")
     frames = [_read_image(p) for p in paths]
     for i, f in enumerate(frames):
         if f.shape != frames[0].shape:
-            raise ValueError(f"{paths[i].name} has shape {f.shape}, {paths[0].name} has {frames[0].shape}")
+            raise InputError(f"{paths[i].name} has shape {f.shape}, {paths[0].name} has {frames[0].shape}")
     gt = depth = mask = None
     gt_paths = [directory / f"gt{s}" for s in _IMAGE_SUFFIXES if (directory / f"gt{s}").is_file()]
     if gt_paths:
@@ -454,7 +456,7 @@ def load_stack(directory: str | os.PathLike) -> SyntheticStack:
     if focus is not None:
         focus = [float(f) for f in focus]
         if len(focus) != len(frames):
-            raise ValueError(f"{meta_path}: {len(focus)} focus positions for {len(frames)} frames")
+            raise InputError(f"{meta_path}: {len(focus)} focus positions for {len(frames)} frames")
     return SyntheticStack(frames, gt, depth, focus, meta, mask)
 
 
@@ -474,7 +476,7 @@ def generate_dataset(
     """
     count = _check_int("count", count, 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = range(count)

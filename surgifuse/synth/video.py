@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from surgifuse.errors import InputError, InputTypeError
+
 from .degradations import PHOTONS_AT_WHITE, READ_NOISE_DN
 from .optics import NUMERICAL_APERTURE, Optics, layered_defocus
 from .scenes import SCENE_KINDS, instrument_layer, make_scene, random_instrument_params
@@ -124,16 +126,16 @@ class FocusSweepRenderer:
         read_noise_dn: float = READ_NOISE_DN,
     ):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         for name, v, lo in (("height", height, 16), ("width", width, 16), ("k", k, 2), ("motion_period_frames", motion_period_frames, 1)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+                raise InputTypeError(f"{name} must be an integer, got {type(v).__name__}")
             if v < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+                raise InputError(f"{name} must be >= {lo}, got {v}")
         if scene not in SCENE_KINDS or scene == "mixed":
-            raise ValueError(f"scene must be 'fundus' or 'texture', got {scene!r}")
+            raise InputError(f"scene must be 'fundus' or 'texture', got {scene!r}")
         if not motion_radius_mm >= 0:
-            raise ValueError(f"motion_radius_mm must be >= 0, got {motion_radius_mm}")
+            raise InputError(f"motion_radius_mm must be >= 0, got {motion_radius_mm}")
         self.seed = int(seed)
         self.height, self.width, self.k = int(height), int(width), int(k)
         self.instrument_motion = bool(instrument_motion)
@@ -283,9 +285,9 @@ class FocusSweepRenderer:
     def render(self, t: int) -> SweepFrame:
         """Frame ``t`` (>= 0) of the sweep and its truth."""
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-            raise TypeError(f"t must be an integer frame number, got {type(t).__name__}")
+            raise InputTypeError(f"t must be an integer frame number, got {type(t).__name__}")
         if t < 0:
-            raise ValueError(f"t must be >= 0, got {t}")
+            raise InputError(f"t must be >= 0, got {t}")
         i = triangle_index(int(t), self.k)
         dx, dy = self.instrument_offset(int(t))
 
@@ -354,11 +356,11 @@ def write_sweep_video(
     """
     path = Path(path)
     if path.suffix.lower() != ".mp4":
-        raise ValueError(f"the sweep video must be an .mp4 file, got {path.name}")
+        raise InputError(f"the sweep video must be an .mp4 file, got {path.name}")
     if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
-        raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
+        raise InputError(f"frames must be an integer >= 1, got {frames!r}")
     if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+        raise InputError(f"fps must be > 0, got {fps}")
     renderer = FocusSweepRenderer(seed, height=height, width=width, k=k, noise=noise, instrument_motion=instrument_motion, scene=scene)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.mp4")

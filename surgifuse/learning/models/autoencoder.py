@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surgifuse.errors import InputError
+
 from ..config import AutoencoderConfig
 
 
@@ -64,7 +66,7 @@ class FeatureActivity(nn.Module):
     def __init__(self, encoder: DenseEncoder, *, window: int = 2):
         super().__init__()
         if window < 0:
-            raise ValueError(f"window must be >= 0, got {window}")
+            raise InputError(f"window must be >= 0, got {window}")
         self.encoder = encoder
         self.window = int(window)
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surgifuse.errors import InputError
+
 from ..config import FusionNetConfig
 from ..torch_focus_measure import fmb_input
 
@@ -131,7 +133,7 @@ class FusionNet(nn.Module):
 
     def forward(self, stack: torch.Tensor, *, return_weights: bool = False):
         if stack.ndim != 5 or stack.shape[2] != 3:
-            raise ValueError(f"stack must be (B, K, 3, H, W), got {tuple(stack.shape)}")
+            raise InputError(f"stack must be (B, K, 3, H, W), got {tuple(stack.shape)}")
         b, k, _, h, w = stack.shape
         feats = self.encode(stack.reshape(b * k, 3, h, w)).reshape(b, k, -1, h, w)
         image, weights = self.fuse(feats, stack)
