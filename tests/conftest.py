@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# CI clones the repo with ../shared beside it; tests that read it skip cleanly without it.
+# CI clones the repo with ../shared beside it: tests that read it fail without it (the real stacks are
+# part of what every change is checked against).
 SHARED = Path(os.environ.get("SURGIFUSE_SHARED", REPO.parent / "shared"))
 
 
@@ -36,8 +37,7 @@ def cuda_device_available() -> bool:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED}")
+    assert SHARED.is_dir(), f"shared data folder not found at {SHARED} (set SURGIFUSE_SHARED or clone ../shared)"
     return SHARED
 
 

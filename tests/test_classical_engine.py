@@ -114,7 +114,7 @@ def test_bad_stacks_raise_clear_errors():
 
 
 def test_beats_the_best_single_frame_on_a_synthetic_stack():
-    synth = pytest.importorskip("surgifuse.synth")
+    from surgifuse import synth
     from surgifuse.evaluation.metrics import psnr
 
     stack = synth.generate_stack(4242, height=128, width=160, k=5, noise=True)

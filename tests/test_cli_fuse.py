@@ -263,8 +263,6 @@ def test_write_failure_leaves_no_output(tmp_path, rng, tiny_engine, capsys, monk
     assert calls
 
 
-@pytest.mark.skipif(importlib.util.find_spec("surgifuse.engines.classical") is None,
-                    reason="classical engine not built yet")
 def test_subprocess_with_classical_engine(tmp_path, rng):
     base = _texture(rng)
     frames = [cv2.GaussianBlur(base, (0, 0), s) if s else base for s in (2.0, 0, 2.0)]

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from optional import optional_import
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+torch = optional_import("torch")
+import onnxruntime as ort
 
 from surgifuse.learning.config import AutoencoderConfig, FusionNetConfig  # noqa: E402
 from surgifuse.learning.export import export_autoencoder, export_fusion_net, feeds_for, random_network_input  # noqa: E402

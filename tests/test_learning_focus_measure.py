@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from optional import optional_import
 
-torch = pytest.importorskip("torch")
+torch = optional_import("torch")
 
 from surgifuse.focus_measure import focus_map, focus_measure  # noqa: E402
 from surgifuse.learning.torch_focus_measure import fmb_input, focus_measure_torch, grey_torch  # noqa: E402

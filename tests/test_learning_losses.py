@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from optional import optional_import
 
-torch = pytest.importorskip("torch")
+torch = optional_import("torch")
 
 from surgifuse.learning.config import AutoencoderConfig, FusionNetConfig  # noqa: E402
 from surgifuse.learning.losses import (  # noqa: E402

@@ -1,8 +1,9 @@
 """Fusion Network and autoencoder modules: any K, any size, order-free, config checks."""
 
 import pytest
+from optional import optional_import
 
-torch = pytest.importorskip("torch")
+torch = optional_import("torch")
 
 from surgifuse.learning.config import AutoencoderConfig, FusionNetConfig  # noqa: E402
 from surgifuse.learning.models import Autoencoder, FeatureActivity, FusionNet  # noqa: E402

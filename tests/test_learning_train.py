@@ -5,8 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from optional import optional_import
 
-torch = pytest.importorskip("torch")
+torch = optional_import("torch")
 
 from surgifuse.cli import main  # noqa: E402
 from surgifuse.learning.config import DataConfig, FusionNetConfig, TrainConfig  # noqa: E402

@@ -104,10 +104,7 @@ def test_option_and_input_errors(rng):
 
 
 def test_beats_best_single_frame_on_synthetic_stack():
-    synth = pytest.importorskip("surgifuse.synth")
-    generate = getattr(synth, "generate_stack", None)
-    if generate is None:
-        pytest.skip("surgifuse.synth.generate_stack not available yet")
+    from surgifuse.synth import generate_stack as generate
     fused_db, best_db = [], []
     for seed in range(3):  # the first three seeds, not chosen: fundus scenes, some with an instrument
         stack = generate(seed, height=160, width=160, k=5)

@@ -14,43 +14,57 @@ from typing import Sequence
 
 import numpy as np
 
+from surgifuse.decision import MAX_RADIUS, MAX_STACK_SIZE
 from surgifuse.errors import InputError, InputTypeError
 
 from .base import Engine, FusionResult, validate_stack
-from .onnx_models import choose_providers, load_model_info, open_session, run_session
+from .onnx_models import DEVICE_OPTION, THREADS_OPTION, choose_providers, load_model_info, open_session, run_session
+from .spec import EngineLimits, EngineOption, EngineSpec
 
 # Activity values (mean absolute feature gradient of [0, 1] images) are below ~10; 2^20 keeps
 # ~1e-6 resolution and cannot overflow uint32.
 ACTIVITY_SCALE = float(2**20)
 
 
+SPEC = EngineSpec(
+    name="autoencoder",
+    summary="self-supervised autoencoder feature gradients (paper 003) with the classical decision",
+    options=(
+        EngineOption("model", str, "autoencoder", "model name (<model>_activity.onnx in models/ or "
+                     "SURGIFUSE_MODELS) or the path of its .json sidecar"),
+        EngineOption("filter_radius", int, 3, "majority filter of the labels over (2r+1)^2 px (0: off)",
+                     minimum=0, maximum=MAX_RADIUS),
+        EngineOption("blend_radius", int, 2, "label-fraction blend at boundaries over (2r+1)^2 px (0: hard seams)",
+                     minimum=0, maximum=MAX_RADIUS),
+        DEVICE_OPTION,
+        THREADS_OPTION,
+    ),
+    limits=EngineLimits(max_k=MAX_STACK_SIZE, dtypes=("uint8",), channels=(1, 3)),
+    runtime_options=frozenset({"device", "threads"}),
+)
+
+
 class AutoencoderEngine(Engine):
     """Fusion by the arg-max of autoencoder feature gradients (paper 003).
 
-    Parameters
-    ----------
-    model : str, keyword-only
-        Model name: ``<model>_activity.onnx``, described by ``<model>.json`` or by its embedded
-        metadata; or a path to the sidecar.
-    filter_radius, blend_radius : int, keyword-only
-        The classical decision's majority filter and boundary blend windows, (2r+1)^2.
-    device : {"auto", "cpu", "cuda"}, keyword-only
-        Execution providers.
-    threads : int, keyword-only
-        Intra-op threads of ONNX Runtime on the CPU (0: its default).
+    Options (keyword-only) are declared in ``SPEC``: the model, ``device`` (auto, cpu, cuda: ONNX
+    Runtime's execution providers) and ``threads`` (intra-op threads on the CPU, 0: its default).
     """
 
     name = "autoencoder"
     prepare_stage = "encoder"
 
-    def __init__(self, *, model: str = "autoencoder", filter_radius: int = 3, blend_radius: int = 2, device: str = "auto", threads: int = 2):
+    spec = SPEC
+
+    def __init__(self, **options):
+        o = SPEC.resolve(options)
+        model, device, threads = o["model"], o["device"], o["threads"]
+        self.model, self.device, self.threads = model, device, threads
         sidecar, folder = load_model_info(model, graph_suffix="_activity")
         if sidecar.get("kind") != "autoencoder":
-            raise InputError(f"model {model!r} is a {sidecar.get('kind')!r} model, not an autoencoder")
-        if filter_radius < 0 or blend_radius < 0:
-            raise InputError(f"filter_radius and blend_radius must be >= 0, got {filter_radius}, {blend_radius}")
-        self.filter_radius = int(filter_radius)
-        self.blend_radius = int(blend_radius)
+            raise InputError(f"model {model!r} is a {sidecar.get('kind')!r} model, not an autoencoder", field="model")
+        self.filter_radius = o["filter_radius"]
+        self.blend_radius = o["blend_radius"]
         self.providers = choose_providers(device)
         self.on_gpu = self.providers[0] != "CPUExecutionProvider"
         self.session = open_session(folder / sidecar["graphs"]["activity"], providers=self.providers, threads=threads)

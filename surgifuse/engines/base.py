@@ -12,9 +12,12 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .spec import EngineSpec
 
 from surgifuse.errors import InputError
 
@@ -45,9 +48,19 @@ class Engine(abc.ABC):
     """A fusion engine. Subclasses set ``name`` and implement the two streaming halves."""
 
     name: str = ""
+    #: What the engine accepts (options, largest K, pixel types...); None only for test engines.
+    spec: ClassVar["EngineSpec | None"] = None
     #: Where ``fuse`` records the time of the K ``prepare_frame`` calls in ``timings`` (None: not
     #: recorded, e.g. when the engine times its preparation itself).
     prepare_stage: str | None = None
+
+    @property
+    def options(self) -> dict:
+        """The options this engine was built with: ``type(engine)(**engine.options)`` rebuilds it."""
+        return {} if self.spec is None else {opt.name: getattr(self, opt.name) for opt in self.spec.options}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
 
     @abc.abstractmethod
     def prepare_frame(self, frame: np.ndarray) -> Any:

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from surgifuse.errors import InputError, InputTypeError
+from surgifuse.errors import InputError
 
 from .. import decision
 from ..focus_measure import FOCUS_MAP_MODES, focus_map
 from .base import Engine, FusionResult, validate_stack
+from .spec import EngineLimits, EngineOption, EngineSpec
 
 # Tuned on synthetic seeds 1000-1029 (scripts/quality_classical.py --tune); see docs.
 DEFAULT_FILTER_RADIUS = decision.DEFAULT_FILTER_RADIUS
@@ -26,36 +27,41 @@ DEFAULT_BLEND_RADIUS = decision.DEFAULT_BLEND_RADIUS
 DEFAULT_FLAT_THRESHOLD = 0
 
 
-def _int_option(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InputTypeError(f"classical engine option {name} must be an int, got {type(value).__name__}")
-    if not low <= int(value) <= high:
-        raise InputError(f"classical engine option {name} must be in [{low}, {high}], got {value}")
-    return int(value)
+SPEC = EngineSpec(
+    name="classical",
+    summary="FMB focus maps, arg-max decision, majority filter, boundary blend (real-time default)",
+    options=(
+        EngineOption("mode", str, "fmb3", "focus per pixel summed over RGB (fmb3) or of the grey image (fmb1)",
+                     choices=FOCUS_MAP_MODES),
+        EngineOption("step", int, 1, "modified-Laplacian spacing in pixels", minimum=1, maximum=64),
+        EngineOption("threshold", int, 7, "focus-measure threshold T (the paper's 7)", minimum=0, maximum=2**20),
+        EngineOption("window", int, 1, "focus-measure window radius N (1: the paper's 3x3)", minimum=0, maximum=16),
+        EngineOption("filter_radius", int, DEFAULT_FILTER_RADIUS, "majority filter of the labels over (2r+1)^2 px "
+                     "(0: off)", minimum=0, maximum=decision.MAX_RADIUS),
+        EngineOption("blend_radius", int, DEFAULT_BLEND_RADIUS, "label-fraction blend at boundaries over (2r+1)^2 px "
+                     "(0: hard seams)", minimum=0, maximum=decision.MAX_RADIUS),
+        EngineOption("flat_threshold", int, DEFAULT_FLAT_THRESHOLD, "pixels whose best focus is at or below this "
+                     "carry no information: their majority takes the average of all frames", minimum=0,
+                     maximum=2**32 - 1),
+        EngineOption("threads", int, 0, "threads of the native pool (0: SURGIFUSE_NUM_THREADS or the CPUs)",
+                     minimum=0, maximum=64),
+        EngineOption("device", str, "cpu", "where the decision runs (the focus map runs on the CPU)",
+                     choices=("cpu", "cuda")),
+    ),
+    limits=EngineLimits(max_k=decision.MAX_STACK_SIZE, dtypes=("uint8", "uint16"), channels=(1, 3)),
+    runtime_options=frozenset({"threads", "device"}),
+)
 
 
 class ClassicalEngine(Engine):
     """FMB decision-map fusion.
 
-    Parameters
-    ----------
-    mode : {"fmb3", "fmb1"}
-        Focus per pixel summed over the RGB channels (FMB3) or of the grey image (FMB1).
-    step, threshold, window : int
-        Focus measure settings (modified-Laplacian spacing, per-pixel threshold T, window
-        radius N): the paper's step=1, T=7, 3x3 window (N=1).
-    filter_radius : int
-        Majority filter of the arg-max labels over (2r+1)^2 pixels, 0..7 (0: off).
-    blend_radius : int
-        Label-fraction blend over (2r+1)^2 pixels at label boundaries, 0..7 (0: hard seams).
-    flat_threshold : int
-        Pixels whose best focus value is at or below this carry no information: where they are
-        the majority, the output is the average of all frames (noise averages out; any frame would
-        do, flat regions look the same in every frame).
-    threads : int
-        Threads of the native pool; 0 for its default (``SURGIFUSE_NUM_THREADS`` or the CPUs).
-    device : {"cpu", "cuda"}
-        Where the decision runs (the focus map runs on the CPU either way).
+    Options (keyword-only) are declared in ``SPEC`` with their bounds and defaults: the focus
+    measure (``mode`` fmb3/fmb1, ``step``, ``threshold`` T, ``window`` N: the paper's 1, 7 and 3x3),
+    the decision (``filter_radius``, ``blend_radius``, ``flat_threshold``) and where it runs
+    (``threads``, ``device``). Flat pixels (best focus at or below ``flat_threshold``) take the
+    average of all frames where they are the majority: noise averages out, and flat regions look
+    the same in every frame.
 
     Notes
     -----
@@ -77,55 +83,23 @@ class ClassicalEngine(Engine):
     # warps the map (surgifuse.buffer.prepare_aligned), since interpolation lowers measured focus.
     prepares_pixel_map = True
 
-    def __init__(
-        self,
-        *,
-        mode: str = "fmb3",
-        step: int = 1,
-        threshold: int = 7,
-        window: int = 1,
-        filter_radius: int = DEFAULT_FILTER_RADIUS,
-        blend_radius: int = DEFAULT_BLEND_RADIUS,
-        flat_threshold: int = DEFAULT_FLAT_THRESHOLD,
-        threads: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        if mode not in FOCUS_MAP_MODES:
-            raise InputError(f"classical engine option mode must be one of {', '.join(FOCUS_MAP_MODES)}, got {mode!r}")
-        if device not in ("cpu", "cuda"):
-            raise InputError(f"classical engine option device must be 'cpu' or 'cuda', got {device!r}")
-        self.mode = mode
-        self.step = _int_option("step", step, 1, 64)
-        self.threshold = _int_option("threshold", threshold, 0, 2**20)
-        self.window = _int_option("window", window, 0, 16)
-        self.filter_radius = _int_option("filter_radius", filter_radius, 0, decision.MAX_RADIUS)
-        self.blend_radius = _int_option("blend_radius", blend_radius, 0, decision.MAX_RADIUS)
-        self.flat_threshold = _int_option("flat_threshold", flat_threshold, 0, 2**32 - 1)
-        self.threads = _int_option("threads", threads, 0, 4096)
-        if device == "cuda":
+    spec = SPEC
+
+    def __init__(self, **options) -> None:
+        o = SPEC.resolve(options)
+        if o["device"] == "cuda":
             from .. import _core
 
             if not hasattr(_core, "fuse_stack_cuda"):
-                raise InputError("classical engine option device='cuda' needs surgifuse built with CUDA")
+                raise InputError("classical engine option device='cuda' needs surgifuse built with CUDA",
+                                 field="device", allowed="cpu")
             if _core.cuda_device_count() < 1:
-                raise InputError("classical engine option device='cuda' but no CUDA device is visible")
-        self.device = device
+                raise InputError("classical engine option device='cuda' but no CUDA device is visible",
+                                 field="device", allowed="cpu")
+        self.mode, self.step, self.threshold, self.window = o["mode"], o["step"], o["threshold"], o["window"]
+        self.filter_radius, self.blend_radius = o["filter_radius"], o["blend_radius"]
+        self.flat_threshold, self.threads, self.device = o["flat_threshold"], o["threads"], o["device"]
         self._prepare_ms = 0.0
-
-    @property
-    def options(self) -> dict:
-        """The options this engine was built with (``ClassicalEngine(**engine.options)`` rebuilds it)."""
-        return {
-            "mode": self.mode,
-            "step": self.step,
-            "threshold": self.threshold,
-            "window": self.window,
-            "filter_radius": self.filter_radius,
-            "blend_radius": self.blend_radius,
-            "flat_threshold": self.flat_threshold,
-            "threads": self.threads,
-            "device": self.device,
-        }
 
     def prepare_frame(self, frame: np.ndarray) -> np.ndarray:
         """The frame's focus map (uint32 HxW): the per-frame work a live buffer caches."""
@@ -156,7 +130,3 @@ class ClassicalEngine(Engine):
         timings = {"focus_measure": self._prepare_ms, "decision": decision_ms}
         self._prepare_ms = 0.0
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings)
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"ClassicalEngine({opts})"

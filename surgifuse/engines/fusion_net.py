@@ -18,7 +18,8 @@ import numpy as np
 from surgifuse.errors import InputError, InputTypeError
 
 from .base import Engine, FusionResult, validate_stack
-from .onnx_models import choose_providers, load_model_info, open_session, run_session
+from .onnx_models import DEVICE_OPTION, THREADS_OPTION, choose_providers, load_model_info, open_session, run_session
+from .spec import EngineLimits, EngineOption, EngineSpec
 
 
 def fmb_settings(sidecar: dict, model: str) -> tuple[str, dict, float]:
@@ -50,19 +51,27 @@ def _as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+SPEC = EngineSpec(
+    name="fn",
+    summary="the Fusion Network of paper 000 (ONNX Runtime): per-frame encoder, max over the stack, refinement",
+    options=(
+        EngineOption("model", str, "fusion_net", "model name (<model>_encoder.onnx and <model>_fuse.onnx in "
+                     "models/ or SURGIFUSE_MODELS) or the path of its .json sidecar"),
+        DEVICE_OPTION,
+        THREADS_OPTION,
+    ),
+    # The network takes 8-bit RGB (it was trained on it); the max over K features is symmetric in
+    # the frames, and the two stride-2 convolutions round odd sizes up.
+    limits=EngineLimits(max_k=31, dtypes=("uint8",), channels=(1, 3)),
+    runtime_options=frozenset({"device", "threads"}),
+)
+
+
 class FusionNetEngine(Engine):
     """The Fusion Network engine.
 
-    Parameters
-    ----------
-    model : str, keyword-only
-        Model name: ``<model>_encoder.onnx`` and ``<model>_fuse.onnx``, described by the
-        ``<model>.json`` sidecar or, without one, by the metadata embedded in the encoder graph
-        (found by ``onnx_models.find_model``); or a path to the sidecar.
-    device : {"auto", "cpu", "cuda"}, keyword-only
-        Execution providers (see ``onnx_models.choose_providers``).
-    threads : int, keyword-only
-        Intra-op threads of ONNX Runtime on the CPU (0: its default).
+    Options (keyword-only) are declared in ``SPEC``: the model, ``device`` (auto, cpu, cuda: ONNX
+    Runtime's execution providers) and ``threads`` (intra-op threads on the CPU, 0: its default).
 
     Notes
     -----
@@ -72,8 +81,12 @@ class FusionNetEngine(Engine):
 
     name = "fn"
     prepare_stage = "encoder"
+    spec = SPEC
 
-    def __init__(self, *, model: str = "fusion_net", device: str = "auto", threads: int = 2):
+    def __init__(self, **options):
+        o = SPEC.resolve(options)
+        model, device, threads = o["model"], o["device"], o["threads"]
+        self.model, self.device, self.threads = model, device, threads
         sidecar, folder = load_model_info(model, graph_suffix="_encoder")
         self.fmb_mode, self.fmb_params, self.fmb_scale = fmb_settings(sidecar, model)
         self.providers = choose_providers(device)

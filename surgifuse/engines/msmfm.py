@@ -19,6 +19,7 @@ import numpy as np
 from surgifuse.errors import InputError
 
 from .base import Engine, FusionResult
+from .spec import EngineLimits, EngineOption, EngineSpec
 
 __all__ = ["MultiScaleMorphologyEngine", "multiscale_morphological_gradient"]
 
@@ -105,26 +106,32 @@ def _remove_small_regions(labels: np.ndarray, min_area: int) -> np.ndarray:
     return out
 
 
+SPEC = EngineSpec(
+    name="msmfm",
+    summary="multi-scale morphological focus measure with boundary finding (Zhang et al. 2017; offline quality)",
+    options=(
+        EngineOption("scales", int, 5, "scales of the morphological gradient (disks of radius 3, 5, ..., 2*scales+1)",
+                     minimum=1, maximum=10),
+        EngineOption("window", int, 7, "side of the square window the focus measure is summed over",
+                     minimum=1, maximum=63, odd=True),
+        EngineOption("min_region_fraction", float, 1 / 40, "decided regions smaller than this fraction of the "
+                     "image are filled from their neighbours", minimum=0.0, maximum=0.5),
+        EngineOption("boundary_radius", int, 20, "boundaries are searched within this many px of the first "
+                     "estimate (capped at 1/8 of the smaller side)", minimum=1, maximum=512),
+        EngineOption("blend_radius", int, 3, "half-width of the band blended by distance along boundaries",
+                     minimum=0, maximum=64),
+        EngineOption("watershed", bool, True, "refine boundaries by marker-based watershed"),
+    ),
+    # NumPy and OpenCV on float32 focus measures: any number of frames (memory grows with K).
+    limits=EngineLimits(max_k=None, dtypes=("uint8", "uint16"), channels=(1, 3)),
+)
+
+
 class MultiScaleMorphologyEngine(Engine):
     """Boundary-finding fusion on a multi-scale morphological focus measure (Zhang et al. 2017).
 
-    Parameters
-    ----------
-    scales : int
-        Scales of the morphological gradient (disks of radius 3, 5, ..., 2*scales+1). Default 5.
-    window : int
-        Side of the square window the focus measure is summed over. Default 7.
-    min_region_fraction : float
-        Decided regions smaller than this fraction of the image are treated as misdecisions and
-        filled from their neighbours. Default 1/40 (the authors').
-    boundary_radius : int
-        Radius of the disk that erodes decided regions into watershed markers: the boundary is
-        searched within this distance of the first estimate. Default 20 (the authors'), capped at
-        1/8 of the smaller image side.
-    blend_radius : int
-        Half-width of the band along region boundaries blended by distance. Default 3.
-    watershed : bool
-        Refine boundaries by marker-based watershed on the focus-measure gradient. Default True.
+    Options (keyword-only) are declared in ``SPEC``; the defaults are the authors' (5 scales, a
+    7x7 window, regions under 1/40 of the image dropped, boundaries searched within 20 px).
 
     Notes
     -----
@@ -149,24 +156,13 @@ class MultiScaleMorphologyEngine(Engine):
 
     name = "msmfm"
 
-    def __init__(self, *, scales: int = 5, window: int = 7, min_region_fraction: float = 1 / 40,
-                 boundary_radius: int = 20, blend_radius: int = 3, watershed: bool = True):
-        if int(scales) != scales or scales < 1:
-            raise InputError(f"scales must be a positive integer, got {scales}")
-        if int(window) != window or window < 1 or window % 2 == 0:
-            raise InputError(f"window must be a positive odd integer, got {window}")
-        if not 0 <= min_region_fraction < 1:
-            raise InputError(f"min_region_fraction must be in [0, 1), got {min_region_fraction}")
-        if int(boundary_radius) != boundary_radius or boundary_radius < 1:
-            raise InputError(f"boundary_radius must be a positive integer, got {boundary_radius}")
-        if int(blend_radius) != blend_radius or blend_radius < 0:
-            raise InputError(f"blend_radius must be a non-negative integer, got {blend_radius}")
-        self.scales = int(scales)
-        self.window = int(window)
-        self.min_region_fraction = float(min_region_fraction)
-        self.boundary_radius = int(boundary_radius)
-        self.blend_radius = int(blend_radius)
-        self.watershed = bool(watershed)
+    spec = SPEC
+
+    def __init__(self, **options):
+        o = SPEC.resolve(options)
+        self.scales, self.window = o["scales"], o["window"]
+        self.min_region_fraction, self.boundary_radius = o["min_region_fraction"], o["boundary_radius"]
+        self.blend_radius, self.watershed = o["blend_radius"], o["watershed"]
 
     # ------------------------------------------------------------------ streaming halves
 

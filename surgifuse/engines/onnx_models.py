@@ -14,7 +14,15 @@ from pathlib import Path
 
 from surgifuse.errors import InputError
 
+from .spec import EngineOption
+
 _PACKAGE = Path(__file__).resolve().parents[1]
+
+#: The options every ONNX engine shares (declared once, used in each engine's ``SPEC``).
+DEVICE_OPTION = EngineOption("device", str, "auto", "ONNX Runtime execution providers: auto (the GPU when "
+                             "onnxruntime-gpu is installed), cpu or cuda", choices=("auto", "cpu", "cuda"))
+THREADS_OPTION = EngineOption("threads", int, 2, "intra-op threads of ONNX Runtime on the CPU (0: its default)",
+                              minimum=0, maximum=64)
 
 
 def model_dirs() -> list[Path]:
@@ -57,10 +65,14 @@ def load_model_info(name: str, *, graph_suffix: str) -> tuple[dict, Path]:
         return json.loads(path.read_text()), path.parent
     except FileNotFoundError:
         pass
-    graph = find_model(f"{text}{graph_suffix}.onnx")
+    try:
+        graph = find_model(f"{text}{graph_suffix}.onnx")
+    except FileNotFoundError as exc:
+        raise InputError(str(exc), field="model", file=f"{text}{graph_suffix}.onnx") from None
     meta = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     if "surgifuse" not in meta:
-        raise InputError(f"{graph} carries no 'surgifuse' metadata and has no {text}.json beside it; re-export it with `surgifuse export`")
+        raise InputError(f"{graph} carries no 'surgifuse' metadata and has no {text}.json beside it; re-export it with `surgifuse export`",
+                         field="model", file=str(graph))
     return json.loads(meta["surgifuse"]), graph.parent
 
 
@@ -76,7 +88,8 @@ def choose_providers(device: str = "auto") -> list[str]:
     if device in ("auto", "cuda"):
         chosen = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
         if device == "cuda" and "CUDAExecutionProvider" not in chosen:
-            raise InputError(f"device 'cuda' needs onnxruntime-gpu; available providers: {', '.join(available)}")
+            raise InputError(f"device 'cuda' needs onnxruntime-gpu; available providers: {', '.join(available)}",
+                             field="device", allowed="auto, cpu")
     return chosen + ["CPUExecutionProvider"]
 
 
