@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": "score fusion engines on focal stacks (PSNR/SSIM against truth, or no-reference metrics)",
     "serve": "run the live service: capture, rolling focal stack, fusion, websocket stream",
     "bench": "measure per-stage latency (p50/p95/p99) and throughput",
+    "engines": "list the fusion engines with their options (bounds, defaults) and limits (largest K, pixel types)",
     "train": "train the autoencoder or the Fusion Network (needs the 'train' extra: torch)",
     "export": "export a trained model to ONNX",
 }

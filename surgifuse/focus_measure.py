@@ -47,6 +47,17 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _check_fits(image: np.ndarray, step: int, window: int) -> None:
+    # The reflect-101 border mirrors at most side - 1 pixels: a larger step or window than the
+    # image allows is the caller's choice of option, named as such (an axis of length 1 mirrors
+    # onto itself and takes any).
+    for n, axis in ((image.shape[0], "height"), (image.shape[1], "width")):
+        for name, value in (("step", step), ("window", window)):
+            if n > 1 and value > n - 1:
+                raise InputError(f"{name}={value} is too large for an image {axis} of {n} px (at most {n - 1})",
+                                 field=name, allowed=f"<= {n - 1} for this image")
+
+
 def focus_measure_dtype(dtype, window: int = 1) -> np.dtype:
     """Output dtype of :func:`focus_measure` for an input dtype and window radius.
 
@@ -113,6 +124,7 @@ def focus_measure(image: np.ndarray, *, step: int = 1, threshold: int = 7, windo
     threshold = _check_int("threshold", threshold, 0)
     window = _check_int("window", window, 0)
     threads = _check_int("threads", threads, 0)
+    _check_fits(image, step, window)
     return _core.focus_measure(image, step=step, threshold=threshold, window=window, threads=threads)
 
 
@@ -178,6 +190,7 @@ def focus_map(
     threshold = _check_int("threshold", threshold, 0)
     window = _check_int("window", window, 0)
     threads = _check_int("threads", threads, 0)
+    _check_fits(image, step, window)
     if mode == "fmb1" and image.ndim == 3:
         if image.shape[2] == 1:
             image = image[:, :, 0]

@@ -165,9 +165,9 @@ def read_stack(
     ------
     FileNotFoundError
         A path that does not exist.
-    ValueError
+    InputError
         No inputs or no frames, an unreadable file, or frames that disagree in size, channels or
-        bit depth; the message names the files involved.
+        bit depth; the message names the files involved, ``file`` the one at fault.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -193,7 +193,11 @@ def decode_stack_from_bytes(items: Iterable[tuple[str, bytes]]) -> tuple[list[np
     frames: list[np.ndarray] = []
     names: list[str] = []
     for name, data in items:
-        pages = decode_frames(data, name)
+        try:
+            pages = decode_frames(data, name)
+        except InputError as exc:
+            exc.file = exc.file or name
+            raise
         frames.extend(pages)
         names.extend([name] if len(pages) == 1 else [f"{name}[page {i}]" for i in range(len(pages))])
     check_stack_consistency(frames, names)
@@ -201,25 +205,24 @@ def decode_stack_from_bytes(items: Iterable[tuple[str, bytes]]) -> tuple[list[np
 
 
 def check_stack_consistency(frames: Sequence[np.ndarray], names: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming both frames if any frame's size, channels or bit depth differs
-    from the first one's; also if there is no frame at all."""
+    """Raise ``InputError`` naming both frames (and ``file``: the one that differs) if any frame's
+    size, channels or bit depth differs from the first one's; also if there is no frame at all."""
     if len(frames) == 0:
         raise InputError("a focal stack needs at least one frame, got 0")
     first, first_name = frames[0], names[0]
     for frame, name in zip(frames[1:], names[1:]):
         if frame.shape[:2] != first.shape[:2]:
             raise InputError(
-                f"{name} is {_size(frame)} but {first_name} is {_size(first)}: all frames must have one size"
-            )
+                f"{name} is {_size(frame)} but {first_name} is {_size(first)}: all frames must have one size",
+                file=name)
         if _channels(frame) != _channels(first):
             raise InputError(
                 f"{name} has {_describe_channels(frame)} but {first_name} has {_describe_channels(first)}: "
-                "all frames must be grey or all colour"
-            )
+                "all frames must be grey or all colour", file=name)
         if frame.dtype != first.dtype:
             raise InputError(
-                f"{name} is {_bits(frame)}-bit but {first_name} is {_bits(first)}-bit: all frames must have one bit depth"
-            )
+                f"{name} is {_bits(frame)}-bit but {first_name} is {_bits(first)}-bit: all frames must have one bit depth",
+                file=name)
 
 
 # ----------------------------------------------------------------------------------------- writing

@@ -23,7 +23,7 @@ class MaxFocusEngine(Engine):
 
     name = "maxfocus"
 
-    def __init__(self, threshold=None, delay_s: float = 0.0, fail: bool = False):
+    def __init__(self, delay_s: float = 0.0, fail: bool = False):
         self.delay_s, self.fail = delay_s, fail
 
     def prepare_frame(self, frame):
@@ -42,13 +42,13 @@ class MaxFocusEngine(Engine):
                             confidence=np.ones(index.shape, np.float32), timings={"test": 0.0})
 
 
-def maxfocus_factory(name, *, threshold=None):
-    """Engine factory for ``create_app``: every name gives the test engine (unknown names still fail)."""
-    from surgifuse.engines import engine_names
+def maxfocus_factory(name, **options):
+    """Engine factory for ``create_app``: every registered name gives the test engine, after the
+    real engine's declaration checked the options (unknown names and bad options still fail)."""
+    from surgifuse.engines import engine_spec
 
-    if name not in engine_names() and name != "maxfocus":
-        raise ValueError(f"unknown engine {name!r}")
-    return MaxFocusEngine(threshold)
+    engine_spec(name).resolve(options)
+    return MaxFocusEngine()
 
 
 def textured_scene(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:

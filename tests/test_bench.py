@@ -422,6 +422,87 @@ def test_cli_cuda_without_a_device_says_so(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+@pytest.fixture
+def stderr_is_a_terminal(monkeypatch):
+    """Progress as on a terminal (a tqdm bar), so that a bar drawn too early shows in stderr."""
+    import surgifuse.progress
+
+    monkeypatch.setattr(surgifuse.progress, "_is_terminal", lambda stream: True)
+
+
+def _one_error_line(err: str) -> str:
+    assert "\r" not in err and err.count("\n") == 1, f"more than the error on stderr: {err!r}"
+    assert err.startswith("surgifuse bench: error: ")
+    return err
+
+
+@pytest.mark.skipif(cuda_device_available(), reason="checks the no-GPU error path")
+def test_cli_cuda_without_a_device_fails_before_any_progress(capsys, stderr_is_a_terminal):
+    from surgifuse.cli import main
+
+    assert main(["bench", "--device", "cuda", "--size", "64x64", "--frames", "2"]) == 2
+    assert "no CUDA device" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--e2e", "http://127.0.0.1:1/ws/stream"], "ws://"),
+    (["--e2e", "ws://127.0.0.1:1/ws/stream", "--duration", "-1"], "--duration"),
+    (["--k", "5", "--warmup", "3"], "--warmup"),
+    (["--repeats", "0"], "--repeats"),
+    (["--frames", "0"], "frames"),
+])
+def test_cli_bad_arguments_fail_before_any_progress(argv, message, capsys, stderr_is_a_terminal):
+    from surgifuse.cli import main
+
+    assert main(["bench", "--size", "64x64", *argv]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+def test_cli_warmup_below_k_names_option_k_and_value(capsys):
+    from surgifuse.cli import main
+
+    assert main(["bench", "--size", "64x64", "--k", "5", "--warmup", "3", "--frames", "2", "--no-compare",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--warmup" in err and "5" in err and "got 3" in err
+
+
+@needs_pipeline
+def test_cli_progress_writes_no_carriage_returns_into_a_log(capsys):
+    from surgifuse.cli import main
+
+    # stderr is captured here, as in a log file: progress without the bar's redraws.
+    assert main(["bench", "--size", "64x64", "--k", "3", "--frames", "3", "--no-compare"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "bench 64x64: 3/3 frame" in err
+
+
+def test_require_cuda_says_what_was_probed(monkeypatch):
+    from surgifuse.bench import cuda
+
+    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)
+    monkeypatch.setattr(cuda, "cuda_device_count", lambda: 0)
+    assert cuda.gpu_available() is False
+    with pytest.raises(cuda.CudaUnavailableError, match="no CUDA device: the C\\+\\+ core .*ONNX Runtime"):
+        cuda.require_cuda()
+    monkeypatch.setattr(cuda, "cuda_device_count", lambda: 1)
+    assert cuda.gpu_available() is True
+    cuda.require_cuda()  # a device: no error
+
+
+def test_cuda_device_count_is_zero_when_the_probe_fails(monkeypatch):
+    core = pytest.importorskip("surgifuse._core")
+    from surgifuse.bench import cuda
+
+    def failing_probe():
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    monkeypatch.setattr(core, "cuda_device_count", failing_probe, raising=False)
+    assert cuda.cuda_device_count() == 0
+    monkeypatch.setattr(core, "cuda_device_count", lambda: 2, raising=False)
+    assert cuda.cuda_device_count() == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not cuda_device_available(), reason="needs a CUDA device")
 def test_cuda_fmb_is_bit_exact_and_compared(rng):

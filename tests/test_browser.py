@@ -113,3 +113,216 @@ def test_page_reconnects_when_the_server_comes_back():
             browser.close()
     assert "reconnect" in banner or "retrying" in banner
     assert reconnects >= 1
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def test_api_docs_render_with_other_hosts_unreachable(page_url):
+    # Operating-room networks are often offline: /docs and /redoc must not need a CDN.
+    _browser_or_skip()
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    own = urlsplit(page_url).netloc
+    elsewhere = []
+
+    def this_server_only(route):
+        if urlsplit(route.request.url).netloc == own:
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            context = browser.new_context(viewport={"width": 1000, "height": 700})
+            context.route("**/*", this_server_only)
+            page = context.new_page()
+            page.goto(page_url + "/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+            swagger_title = page.inner_text(".swagger-ui .info .title")
+            page.wait_for_selector(".opblock-summary-path[data-path='/v1/fuse']", timeout=10_000)
+            swagger_elsewhere = list(elsewhere)
+            page.goto(page_url + "/redoc")
+            page.wait_for_selector("h1:has-text('SurgiFuse')", timeout=20_000)
+            redoc_text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert swagger_title.startswith("SurgiFuse")
+    assert swagger_elsewhere == [], f"/docs asked other hosts for {swagger_elsewhere}"
+    assert "/v1/fuse" in redoc_text
+    # ReDoc's bundle links its "powered by" logo from its CDN: a missing logo, the page is whole
+    assert [u for u in elsewhere if not u.startswith("https://cdn.redoc.ly/redoc/logo")] == [], elsewhere
+
+
+class _DeadCamera:
+    """A camera that never opens: the service runs, and no frame ever comes."""
+
+    description = "camera:9"
+    fps = 30.0
+    paced = False
+
+    def open(self):
+        raise OSError("no camera at index 9")
+
+    def read(self):
+        return None
+
+    def close(self):
+        pass
+
+
+class _CameraThatDies:
+    """Delivers ``frames`` images, then fails for good (unplugged)."""
+
+    description = "camera:8"
+    fps = 30.0
+    paced = True
+
+    def __init__(self, frames, count: int = 20):
+        self.frames, self.left, self.dead = frames, count, False
+
+    def open(self):
+        if self.dead:
+            raise OSError("camera unplugged")
+
+    def read(self):
+        if self.left <= 0:
+            self.dead = True
+            raise OSError("camera unplugged")
+        self.left -= 1
+        return self.frames[self.left % len(self.frames)]
+
+    def close(self):
+        pass
+
+
+def _app_on(source):
+    from live_support import maxfocus_factory
+
+    from surgifuse.service.app import create_app
+    from surgifuse.service.settings import ServiceSettings
+
+    settings = ServiceSettings(_env_file=None, align=False, motion_guard=False, budget_ms=2000.0, k=5)
+    return create_app(settings, source=source, engine_factory=maxfocus_factory)
+
+
+def _banner_when_source_down(base: str) -> str:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 640, "height": 400})
+            page.goto(base + "/")
+            page.wait_for_function("window.surgifuse.state === 'source-down'", timeout=20_000)
+            return page.inner_text("#banner")
+        finally:
+            browser.close()
+
+
+def test_a_source_that_never_delivered_shows_no_signal():
+    _browser_or_skip()
+    with running_server(_app_on(_DeadCamera())) as base:
+        banner = _banner_when_source_down(base).lower()
+    # the screen is black: there is no "last frame" to show
+    assert "no signal" in banner and "last frame" not in banner
+    assert "reconnecting" in banner and "no camera at index 9" in banner
+
+
+def test_a_source_that_died_shows_the_last_frame():
+    _browser_or_skip()
+    from live_support import focus_sweep
+
+    with running_server(_app_on(_CameraThatDies(focus_sweep(240, 320, k=5), count=60))) as base:
+        banner = _banner_when_source_down(base).lower()
+    assert "showing the last frame" in banner and "no signal" not in banner
+    assert "camera unplugged" in banner
+
+
+class _FocusSweepSource:
+    """The test sweep, saying where the focus was: frame i of K at focus position i/(K-1)."""
+
+    description = "test sweep with focus positions"
+    fps = 30.0
+    paced = True
+
+    def __init__(self, frames):
+        self.frames, self.index, self.last_focus = frames, 0, None
+
+    def open(self):
+        self.index = 0
+
+    def read(self):
+        i, k = self.index % len(self.frames), len(self.frames)
+        self.index += 1
+        self.last_focus = i / (k - 1)
+        return self.frames[i]
+
+    def close(self):
+        pass
+
+
+def _turbo(entry: int) -> np.ndarray:
+    import cv2
+
+    return cv2.applyColorMap(np.array([[entry]], np.uint8), cv2.COLORMAP_TURBO)[0, 0].astype(np.float32)  # BGR
+
+
+def _legend_after_switching_to_depth(base: str, tmp_path):
+    """Open the page, check the legend is hidden in the fused view, switch to depth: what the legend shows."""
+    import cv2
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 500})
+            page.goto(base + "/")
+            page.wait_for_function("window.surgifuse.framesShown >= 3", timeout=20_000)
+            hidden_fused = not page.is_visible("#legend")
+            page.keyboard.press("d")
+            page.wait_for_function("window.surgifuse.lastHeader.view === 'depth' && window.surgifuse.lastHeader.k === 5",
+                                   timeout=10_000)
+            shown = {"visible": page.is_visible("#legend"), "title": page.inner_text("#legend-title"),
+                     "lo": page.inner_text("#legend-lo"), "hi": page.inner_text("#legend-hi"),
+                     "scale": page.evaluate("window.surgifuse.lastHeader.depth_scale")}
+            page.locator("#legend-bar").screenshot(path=str(tmp_path / "bar.png"))
+            page.keyboard.press("f")
+            page.wait_for_function("window.surgifuse.lastHeader.view === 'fused'", timeout=10_000)
+            hidden_again = not page.is_visible("#legend")
+        finally:
+            browser.close()
+    bar = cv2.imread(str(tmp_path / "bar.png")).astype(np.float32)
+    row = bar[bar.shape[0] // 2, 2:-2]  # inside the border
+    shown["bar_ends"] = (row[0], row[len(row) // 2], row[-1])
+    return hidden_fused, shown, hidden_again
+
+
+def test_depth_view_shows_its_colour_scale_in_stack_order(page_url, tmp_path):
+    _browser_or_skip()
+    hidden_fused, shown, hidden_again = _legend_after_switching_to_depth(page_url, tmp_path)
+    assert hidden_fused and shown["visible"] and hidden_again
+    # the test source knows no focus positions: the colours are the stack index, 0 .. K-1 (K=5)
+    assert shown["scale"] == {"colormap": "turbo", "quantity": "stack", "range": [0, 4]}
+    assert "frame in the stack" in shown["title"]
+    assert shown["lo"] == "0 oldest" and shown["hi"] == "4 newest"
+    first, middle, last = shown["bar_ends"]
+    assert np.abs(first - _turbo(0)).max() < 25 and np.abs(last - _turbo(255)).max() < 25
+    assert np.abs(middle - _turbo(128)).max() < 25
+
+
+def test_depth_view_shows_its_colour_scale_in_focus_positions(tmp_path):
+    _browser_or_skip()
+    from live_support import focus_sweep
+
+    with running_server(_app_on(_FocusSweepSource(focus_sweep(240, 320, k=5)))) as base:
+        hidden_fused, shown, hidden_again = _legend_after_switching_to_depth(base, tmp_path)
+    assert hidden_fused and shown["visible"] and hidden_again
+    assert shown["scale"] == {"colormap": "turbo", "quantity": "focus", "range": [0, 1]}
+    assert "focus position" in shown["title"]
+    assert shown["lo"] == "0 near" and shown["hi"] == "1 far"

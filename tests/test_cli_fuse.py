@@ -13,6 +13,7 @@ import pytest
 import surgifuse.engines
 from surgifuse.cli import main
 from surgifuse.engines.base import Engine, FusionResult
+from surgifuse.engines.spec import EngineLimits, EngineSpec
 from surgifuse.imageio import read_image, write_image
 
 
@@ -20,6 +21,7 @@ class TinyEngine(Engine):
     """Per pixel, the frame with the largest |Laplacian| (a minimal real fusion); records its input."""
 
     name = "tiny"
+    spec = EngineSpec("tiny", "test engine", (), EngineLimits(max_k=None))
     last_frames: list[np.ndarray] = []
 
     def prepare_frame(self, frame):
@@ -45,18 +47,10 @@ class BrokenEngine(TinyEngine):
 
 @pytest.fixture
 def tiny_engine(monkeypatch):
-    real = surgifuse.engines.create_engine
-
-    def create(name, **options):
-        if name == "tiny":
-            return TinyEngine()
-        if name == "broken":
-            return BrokenEngine()
-        if name == "unbuilt":
-            raise ModuleNotFoundError("No module named 'surgifuse.engines.unbuilt'")
-        return real(name, **options)
-
-    monkeypatch.setattr(surgifuse.engines, "create_engine", create)
+    # Registered as the real engines are: the CLI finds them, and their declarations, by name.
+    monkeypatch.setitem(surgifuse.engines._ENGINES, "tiny", f"{__name__}:TinyEngine")
+    monkeypatch.setitem(surgifuse.engines._ENGINES, "broken", f"{__name__}:BrokenEngine")
+    monkeypatch.setitem(surgifuse.engines._ENGINES, "unbuilt", "surgifuse.engines.unbuilt:UnbuiltEngine")
 
 
 def _texture(rng, h=96, w=128):

@@ -13,6 +13,7 @@ import pytest
 from surgifuse.evaluation import (BEST_FRAME, ORACLE, best_single_frame, depth_oracle, evaluate, find_stacks,
                                   load_eval_stack, oracle_index)
 from surgifuse.evaluation.report import format_table, to_jsonable
+from surgifuse.errors import InputError
 from surgifuse.evaluation.run import create_engines, stack_needs_alignment
 from surgifuse.imageio import write_image
 
@@ -173,6 +174,30 @@ def test_evaluate_limit_and_no_truth(tmp_path, rng):
     assert res["aggregates"]["msmfm"]["psnr"] is None
 
 
+def test_one_frame_stack_is_skipped_not_scored(tmp_path, rng):
+    frames, gt, depth, positions = band_stack(rng)
+    write_band_stack(tmp_path / "s0", frames, gt, depth, positions, {"breathing": 0, "motion": 0})
+    write_band_stack(tmp_path / "s1", frames[:1], gt, depth, positions[:1], {"breathing": 0, "motion": 0})
+    warnings = []
+    results = evaluate(tmp_path, ["msmfm"], warn=warnings.append)
+    assert [s["name"] for s in results["stacks"]] == ["s0"]
+    (skipped,) = results["skipped"]
+    assert skipped["name"] == "s1" and skipped["k"] == 1 and "not a focal stack" in skipped["reason"]
+    assert all(agg["n_stacks"] == 1 for agg in results["aggregates"].values())
+    assert len(warnings) == 1 and "s1" in warnings[0] and "skipped" in warnings[0]
+    assert "skipped 1 of 2 stacks" in format_table(results) and "s1: only 1 frame" in format_table(results)
+    # Without a warn callback the library warns the Python way.
+    with pytest.warns(UserWarning, match="not a focal stack"):
+        evaluate(tmp_path, ["msmfm"])
+
+
+def test_only_one_frame_stacks_is_an_input_error(tmp_path, rng):
+    frames, gt, depth, positions = band_stack(rng)
+    write_band_stack(tmp_path / "s1", frames[:1], gt, depth, positions[:1])
+    with pytest.raises(InputError, match="nothing to score.*s1.*only 1 frame"):
+        evaluate(tmp_path, ["msmfm"], warn=lambda line: None)
+
+
 def test_engine_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown engine 'nope'"):
         create_engines(["nope"])
@@ -228,6 +253,26 @@ def test_cli_eval_bad_input(tmp_path, capsys):
     assert "unknown engine" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "--engine" in capsys.readouterr().err
+
+
+def test_cli_eval_flags_a_one_frame_stack(tmp_path, rng, capsys):
+    from surgifuse.cli import main
+
+    frames, gt, depth, positions = band_stack(rng)
+    write_band_stack(tmp_path / "data" / "s0", frames, gt, depth, positions)
+    write_band_stack(tmp_path / "data" / "s1", frames[:1], gt, depth, positions[:1])
+    out_json = tmp_path / "r.json"
+    assert main(["eval", str(tmp_path / "data"), "--engine", "msmfm", "--no-align", "--quiet", "--json", str(out_json)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" in captured.err and "s1" in captured.err  # even with --quiet
+    assert "skipped 1 of 2 stacks" in captured.out
+    data = json.loads(out_json.read_text())
+    assert [s["name"] for s in data["stacks"]] == ["s0"] and data["skipped"][0]["name"] == "s1"
+
+    # Nothing but one-frame stacks: bad input, exit 2.
+    assert main(["eval", str(tmp_path / "data" / "s1"), "--engine", "msmfm", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "surgifuse eval: error: nothing to score" in err and "only 1 frame" in err
 
 
 def test_eval_on_real_stack(shared_dir):

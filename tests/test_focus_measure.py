@@ -219,9 +219,9 @@ def test_bad_input_errors_name_the_problem(fn):
         fn(np.zeros((8, 16, 3), dtype=np.uint8)[:, ::2])
     with pytest.raises(ValueError, match="C-contiguous"):
         fn(np.zeros((8, 8), dtype=np.uint8).T[:, :5])
-    with pytest.raises(ValueError, match="step=8 is too large for image height 8"):
+    with pytest.raises(ValueError, match="step=8 is too large for (an )?image height (of )?8"):
         fn(good, step=8)
-    with pytest.raises(ValueError, match="window=4 is too large for image width 4"):
+    with pytest.raises(ValueError, match="window=4 is too large for (an )?image width (of )?4"):
         fn(np.zeros((9, 4), dtype=np.uint16), window=4)
     with pytest.raises(ValueError, match="step must be >= 1, got 0"):
         fn(good, step=0)

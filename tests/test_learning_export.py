@@ -71,3 +71,21 @@ def test_autoencoder_activity_export(tmp_path):
     got = _session(tmp_path / "ae_activity.onnx").run(None, {"image": x.numpy()})[0]
     assert got.shape == (3, 1, 25, 31) and np.abs(got - ref).max() < 1e-4
     assert sidecar["activity_window"] == 1
+
+
+def test_export_refuses_to_replace_files_before_writing_any(tmp_path):
+    from surgifuse.errors import InputError
+
+    net = FusionNet(FusionNetConfig(encoder_width=4, refine_width=4, res_blocks=1)).eval()
+    (tmp_path / "t_fuse.onnx").write_bytes(b"shipped")
+    with pytest.raises(InputError, match="t_fuse.onnx"):
+        export_fusion_net(net, tmp_path, name="t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t_fuse.onnx"]
+    assert (tmp_path / "t_fuse.onnx").read_bytes() == b"shipped"
+    export_fusion_net(net, tmp_path, name="t", overwrite=True)
+    assert (tmp_path / "t_fuse.onnx").read_bytes() != b"shipped" and (tmp_path / "t.json").is_file()
+    ae = Autoencoder(AutoencoderConfig(stem_width=4, growth=2)).eval()
+    (tmp_path / "ae.json").write_text("{}")
+    with pytest.raises(InputError, match="ae.json"):
+        export_autoencoder(ae, tmp_path, name="ae")
+    assert not (tmp_path / "ae_activity.onnx").exists()

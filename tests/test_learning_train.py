@@ -82,6 +82,49 @@ def test_cli_train_then_export(tmp_path, capsys):
     assert report["export_check"]["max_abs_diff"] < 1e-4
     for f in ("tiny.onnx", "tiny_encoder.onnx", "tiny_fuse.onnx", "tiny.json"):
         assert (tmp_path / "models" / f).is_file()
+    assert sorted(report["written"]) == sorted(str(tmp_path / "models" / f) for f in
+                                               ("tiny_encoder.onnx", "tiny_fuse.onnx", "tiny.onnx", "tiny.json"))
+    # A second export to the same files is refused.
+    assert main(["export", str(out / "last.pt"), "--out", str(tmp_path / "models"), "--name", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny_encoder.onnx" in err and "tiny.json" in err and "--overwrite" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_autoencoder_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae")
+    train(TrainConfig(model="autoencoder", out_dir=str(out), steps=1, batch_size=1, checkpoint_every=1), _data(),
+          {"stem_width": 4, "growth": 2}, progress=False)
+    return out / "last.pt"
+
+
+def test_cli_export_refuses_to_replace_a_model(tmp_path, monkeypatch, capsys, tiny_autoencoder_checkpoint):
+    # The default --out is models/, where the shipped models live.
+    monkeypatch.chdir(tmp_path)
+    shipped = tmp_path / "models" / "autoencoder.json"
+    shipped.parent.mkdir()
+    shipped.write_text("shipped")
+    assert main(["export", str(tiny_autoencoder_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "models/autoencoder.json" in err and "--overwrite" in err and "--out" in err and "--name" in err
+    assert shipped.read_text() == "shipped"
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["autoencoder.json"]  # checked before any work
+
+    # Another name writes beside it and says where.
+    assert main(["export", str(tiny_autoencoder_checkpoint), "--name", "tiny"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["written"] == ["models/tiny_activity.onnx", "models/tiny.json"]
+    assert "models/tiny_activity.onnx" in captured.err
+    assert shipped.read_text() == "shipped"
+
+    # The graph alone is enough to refuse; --overwrite replaces.
+    (tmp_path / "models" / "tiny.json").unlink()
+    assert main(["export", str(tiny_autoencoder_checkpoint), "--name", "tiny"]) == 2
+    assert "models/tiny_activity.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "tiny.json").exists()
+    assert main(["export", str(tiny_autoencoder_checkpoint), "--overwrite"]) == 0
+    assert json.loads(shipped.read_text())["kind"] == "autoencoder"
 
 
 def test_cli_bad_input(tmp_path, capsys):

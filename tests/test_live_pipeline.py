@@ -11,7 +11,9 @@ import pytest
 
 from surgifuse.live.frames import CapturedFrame
 from surgifuse.live.metrics import LiveMetrics
-from surgifuse.live.pipeline import LivePipeline, PipelineConfig
+from surgifuse.live.pipeline import LivePipeline
+from surgifuse.errors import InputError
+from surgifuse.live.settings import LiveSettings
 from surgifuse.live.processor import FrameProcessor
 from surgifuse.live.publisher import FramePublisher, unpack_frame
 from surgifuse.live.sources import ArraySource
@@ -38,7 +40,7 @@ class Collector:
 
 def _pipeline(collector, *, engine_factory=maxfocus_factory, fps=60.0, **config):
     source = ArraySource(focus_sweep(48, 64, k=5), fps=fps)
-    cfg = PipelineConfig(engine="classical", k=5, align=False, budget_ms=2000.0, **config)
+    cfg = LiveSettings(engine="classical", k=5, align=False, budget_ms=2000.0, **config)
     return LivePipeline(source, publish=collector, config=cfg, engine_factory=engine_factory, metrics=LiveMetrics())
 
 
@@ -84,8 +86,8 @@ def test_engine_error_publishes_the_raw_frame_and_keeps_going():
     collector = Collector()
     metrics = LiveMetrics()
     source = ArraySource(focus_sweep(48, 64, k=5), fps=60.0)
-    factory = lambda name, threshold=None: MaxFocusEngine(fail=True)  # noqa: E731
-    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=2000.0),
+    factory = lambda name, **options: MaxFocusEngine(fail=True)  # noqa: E731
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=2000.0),
                             engine_factory=factory, metrics=metrics)
     pipeline.start()
     try:
@@ -101,8 +103,8 @@ def test_engine_over_budget_publishes_raw_and_drops_the_late_result():
     collector = Collector()
     metrics = LiveMetrics()
     source = ArraySource(focus_sweep(48, 64, k=5), fps=100.0)
-    factory = lambda name, threshold=None: MaxFocusEngine(delay_s=0.15)  # noqa: E731
-    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=20.0),
+    factory = lambda name, **options: MaxFocusEngine(delay_s=0.15)  # noqa: E731
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=20.0),
                             engine_factory=factory, metrics=metrics)
     pipeline.start()
     try:
@@ -123,8 +125,8 @@ def test_a_probe_that_fits_the_budget_brings_fused_frames_back():
     collector = Collector()
     engine = MaxFocusEngine(delay_s=0.15)
     source = ArraySource(focus_sweep(48, 64, k=5), fps=100.0)
-    pipeline = LivePipeline(source, publish=collector, config=PipelineConfig(align=False, budget_ms=40.0),
-                            engine_factory=lambda name, threshold=None: engine, metrics=LiveMetrics())
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=40.0),
+                            engine_factory=lambda name, **options: engine, metrics=LiveMetrics())
     pipeline.start()
     try:
         collector.wait_for(10)
@@ -141,16 +143,17 @@ def test_a_probe_that_fits_the_budget_brings_fused_frames_back():
     assert all(p.fused for p in later[first_fused:first_fused + 5])  # and they stay fused
 
 
-def test_reconfigure_swaps_engine_and_k_and_rejects_bad_engine():
+def test_apply_swaps_engine_and_k_and_rejects_bad_engine():
     collector = Collector()
     pipeline = _pipeline(collector)
     pipeline.start()
     try:
         collector.wait_for(6)
-        pipeline.reconfigure(k=2, engine="msmfm")
+        pipeline.apply({"k": 2, "engine": "msmfm"})
         assert pipeline.config.k == 2 and pipeline.config.engine == "msmfm"
-        with pytest.raises(ValueError, match="unknown engine"):
-            pipeline.reconfigure(engine="nope")
+        with pytest.raises(InputError, match="unknown engine") as bad:
+            pipeline.apply({"engine": "nope"})
+        assert bad.value.field == "engine"
         assert pipeline.config.engine == "msmfm"  # unchanged after a failed change
         n = len(collector.items)
         collector.wait_for(n + 8)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import re
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -51,6 +55,35 @@ def test_openapi_lists_the_routes(server):
     assert {"get", "put"} <= set(paths["/v1/settings"])
 
 
+def _asset_urls(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_pages_load_their_assets_from_this_server(server, page):
+    # Operating-room networks are often offline: a page that needs a CDN is a blank page there.
+    html = httpx.get(f"{server}{page}").text
+    urls = _asset_urls(html) + re.findall(r"""url:\s*["']([^"']+)["']""", html)
+    assert any(u.endswith(".js") for u in urls), urls
+    for url in urls:
+        parts = urlsplit(url)
+        assert not parts.scheme and not parts.netloc, f"{page} loads {url} from another host"
+        r = httpx.get(f"{server}{url}")
+        assert r.status_code == 200 and len(r.content) > 200, (url, r.status_code, len(r.content))
+    assert "://" not in html, "an absolute URL: another host"
+
+
+def test_favicon_is_a_real_icon(server):
+    r = httpx.get(f"{server}/favicon.ico")
+    assert r.status_code == 200
+    assert r.headers["content-type"] in ("image/x-icon", "image/vnd.microsoft.icon")
+    icon = Image.open(io.BytesIO(r.content))
+    assert icon.format == "ICO" and {(16, 16), (32, 32)} <= set(icon.info["sizes"])
+    icon.load()
+    assert icon.convert("RGB").getextrema() != ((0, 0),) * 3  # not a blank square
+    assert "/favicon.ico" in _asset_urls(httpx.get(f"{server}/").text)
+
+
 def test_page_and_static_files_are_served(server):
     page = httpx.get(f"{server}/")
     assert page.status_code == 200 and "app.js" in page.text and "<canvas" in page.text
@@ -83,7 +116,9 @@ def test_settings_change_takes_effect_on_the_stream(server):
 
 @pytest.mark.parametrize("body, field", [({"k": 0}, "k"), ({"jpeg_quality": 101}, "jpeg_quality"),
                                          ({"engine": "nope"}, "engine"), ({"k": None}, "k"),
-                                         ({"threshold": -3}, "threshold"), ({"colour": "red"}, "colour")])
+                                         ({"engine_options": {"threshold": -3}}, "threshold"),
+                                         ({"engine_options": {"thresh": 3}}, "thresh"), ({"k": 40}, "k"),
+                                         ({"colour": "red"}, "colour")])
 def test_bad_settings_get_422_naming_the_field(server, body, field):
     r = httpx.put(f"{server}/v1/settings", json=body)
     assert r.status_code == 422

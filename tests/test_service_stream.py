@@ -61,6 +61,20 @@ def test_query_selects_the_view(server, view):
         assert len({tuple(c // 40) for c in columns}) >= 3
 
 
+def test_depth_frames_say_what_their_colours_mean(server):
+    # The test source knows no focus positions: the colours are the stack index, 0 .. k-1.
+    with connect(ws_url(server, view="depth")) as ws:
+        frames, _ = receive_frames(ws, 10)
+    depth = [h for h, _ in frames if h["view"] == "depth"]
+    assert depth, [h["view"] for h, _ in frames]
+    for header in depth:  # (one frame in a stack still filling: k-1 = 0, and the map spans 0..1)
+        assert header["depth_scale"] == {"colormap": "turbo", "quantity": "stack", "range": [0, max(1, header["k"] - 1)]}
+    assert depth[-1]["k"] == 5 and depth[-1]["depth_scale"]["range"] == [0, 4]
+    with connect(ws_url(server, view="fused")) as ws:
+        frames, _ = receive_frames(ws, 3)
+    assert all(h["depth_scale"] is None for h, _ in frames)
+
+
 def test_view_switch_and_ping_over_control_messages(server):
     with connect(ws_url(server)) as ws:
         receive_frames(ws, 1)

@@ -124,7 +124,7 @@ def test_busy_workers_answer_503_with_retry_after():
             gate.wait(10)
             return super().fuse_prepared(frames, prepared)
 
-    factory = lambda name, threshold=None: Blocking()  # noqa: E731
+    factory = lambda name, **options: Blocking()  # noqa: E731
     app = make_app(engine_factory=factory, upload_workers=1, upload_queue=0)
     files = _pngs(focus_sweep(32, 32, k=2))
     with running_server(app) as base:

@@ -196,9 +196,9 @@ def compare_engines_to_classical(runs: Sequence[dict]) -> list[dict[str, Any]]:
 def compare_fmb_gpu_vs_cpu(image: np.ndarray, *, repeats: int, step: int = 1, threshold: int = 7,
                            window: int = 1) -> dict[str, Any]:
     """``_core.focus_measure_cuda`` (host in, host out) against ``_core.focus_measure``; the GPU
-    result must be bit-exact. Raises ``gpu_pipeline.CudaUnavailableError`` without a device."""
+    result must be bit-exact. Raises ``bench.cuda.CudaUnavailableError`` without a device."""
     from surgifuse import _core
-    from surgifuse.gpu_pipeline import require_cuda
+    from surgifuse.bench.cuda import require_cuda
 
     require_cuda()
     opts = dict(step=step, threshold=threshold, window=window)

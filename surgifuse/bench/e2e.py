@@ -25,10 +25,12 @@ from .stats import summarize
 PINGS = 8
 
 
-def _with_view(url: str, view: str) -> str:
+def stream_url(url: str, view: str) -> str:
+    """``url`` with ``view=VIEW`` added to its query (unless it names one); ``InputError`` unless
+    it is a ws:// or wss:// URL."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise InputError(f"--e2e needs a ws:// or wss:// URL, got {url!r}")
+        raise InputError(f"--e2e needs a ws:// or wss:// URL, got {url!r}", field="--e2e", allowed="ws://... or wss://...")
     query = dict(urllib.parse.parse_qsl(parts.query))
     query.setdefault("view", view)
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
@@ -121,7 +123,7 @@ def run_e2e(url: str, *, duration: float = 10.0, token: str | None = None, view:
 
     if not duration > 0:
         raise InputError(f"duration must be > 0 seconds, got {duration}")
-    full_url = _with_view(url, view)
+    full_url = stream_url(url, view)
     cpu0 = os.times()
     try:
         got = asyncio.run(_measure(full_url, duration=duration, token=token, progress=progress))

@@ -68,7 +68,7 @@ def machine_info() -> dict:
     """Everything above, as one JSON-ready dict."""
     import psutil
 
-    from surgifuse.gpu_pipeline import cuda_device_count
+    from surgifuse.bench.cuda import cuda_device_count
 
     try:
         from surgifuse import _core

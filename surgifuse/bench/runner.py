@@ -194,14 +194,14 @@ def set_threads(threads: int) -> None:
 def create_bench_engine(name: str, *, device: str, threads: int):
     """The engine ``name`` on ``device`` with ``threads`` worker threads (0: its default).
 
-    ``device="cuda"`` first checks for a device (``gpu_pipeline.CudaUnavailableError`` without
+    ``device="cuda"`` first checks for a device (``bench.cuda.CudaUnavailableError`` without
     one), then uses each engine's own CUDA path: the classical decision in the C++ CUDA core, the
     learned engines through ONNX Runtime's CUDA provider with IO binding.
     """
     from surgifuse.engines import create_engine
 
     if device == "cuda":
-        from surgifuse.gpu_pipeline import require_cuda
+        from surgifuse.bench.cuda import require_cuda
 
         require_cuda()
     if name in ("classical", "fn", "autoencoder"):
@@ -228,7 +228,8 @@ def run_streaming(config: BenchConfig, *, engine=None, source=None,
     import psutil
 
     from surgifuse.live.frames import CapturedFrame, wall_ms
-    from surgifuse.live.pipeline import PipelineConfig, build_processor
+    from surgifuse.live.pipeline import build_processor
+    from surgifuse.live.settings import LiveSettings
 
     engine = engine if engine is not None else create_bench_engine(config.engine, device=config.device, threads=config.threads)
     source = source if source is not None else open_source(config)
@@ -236,9 +237,9 @@ def run_streaming(config: BenchConfig, *, engine=None, source=None,
     timed = _TimedPrepare(engine)
     # The service's own processing step (rolling buffer with alignment, engine, motion guard),
     # built as the live pipeline builds it, around the engine under test.
-    processor = build_processor(PipelineConfig(engine=engine.name, k=config.k, align=config.align,
-                                               motion_guard=config.motion_guard),
-                                engine_factory=lambda name, threshold=None: timed)
+    processor = build_processor(LiveSettings(engine=engine.name, k=config.k, align=config.align,
+                                             motion_guard=config.motion_guard),
+                                engine_factory=lambda name, **options: timed)
     restarts = 0
     stages = config.stages
     samples: dict[str, list[float]] = {s: [] for s in stages + ("total",)}

@@ -40,7 +40,7 @@ def run_pipeline_bench(config: BenchConfig, engines: Sequence[str], *, compare_r
 
     An engine that cannot be created here (a learned engine without its exported model) is listed
     under ``skipped`` with the reason instead of failing the whole run. ``--device cuda`` without a
-    device fails at once with ``gpu_pipeline.CudaUnavailableError``.
+    device fails at once with ``bench.cuda.CudaUnavailableError``.
     """
     if not engines:
         raise InputError("no engine to benchmark")
@@ -49,7 +49,7 @@ def run_pipeline_bench(config: BenchConfig, engines: Sequence[str], *, compare_r
     set_threads(config.threads)
     report = new_report("pipeline", {**config.as_dict(), "engine": list(engines)}, command=command)
     if config.device == "cuda":
-        from surgifuse.gpu_pipeline import require_cuda
+        from surgifuse.bench.cuda import require_cuda
 
         require_cuda()
     # One renderer for everyone (seconds to build at 1080p); the comparisons fuse its first K frames.
@@ -85,7 +85,7 @@ def _add_fmb_comparisons(report: dict, frame, *, repeats: int) -> None:
         report["skipped"].append({"name": "FMB: C++ vs OpenCV composition", "reason": f"C++ core unavailable: {exc}"})
         return
     report["comparisons"].append(compare.compare_fmb_core_vs_opencv(frame, repeats=repeats))
-    from surgifuse.gpu_pipeline import CudaUnavailableError
+    from surgifuse.bench.cuda import CudaUnavailableError
 
     try:
         report["comparisons"].append(compare.compare_fmb_gpu_vs_cpu(frame, repeats=repeats))

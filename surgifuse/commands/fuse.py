@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="fused image; format from the extension (.png, .tif: 8/16-bit as the input; .jpg: 8-bit)")
     parser.add_argument("--engine", default="classical", metavar="NAME",
-                        help="fusion engine: classical (default), fn, autoencoder, msmfm")
+                        help="fusion engine: classical (default), fn, autoencoder, msmfm (`surgifuse engines` "
+                             "lists them with their options and limits)")
+    parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an option of the engine, repeatable (e.g. --engine-option threshold=9; default: the "
+                             "engine's own)")
     parser.add_argument("--depth", metavar="DEPTH",
                         help="also write the depth index map: .png/.tif 16-bit grey with frame 0..K-1 mapped to "
                              "0..65535; .jpg an 8-bit colour preview (turbo map, frame 0 blue)")
@@ -63,20 +67,29 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
 
     try:
-        frames, _names = imageio.read_stack(args.inputs, pattern=args.pattern)
-    except ValueError as exc:
-        if args.pattern is None and any(Path(p).is_dir() for p in args.inputs) and "all frames must" in str(exc):
-            raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)") from exc
+        spec = engines.engine_spec(args.engine)
+        options = spec.parse_assignments(args.engine_option)
+    except InputError as exc:
+        flag = "--engine" if exc.field == "engine" else "--engine-option"
+        raise InputError(f"{flag}: {exc}", field=exc.field, allowed=exc.allowed) from None
+    try:
+        frames, names = imageio.read_stack(args.inputs, pattern=args.pattern)
+    except InputError as exc:
+        if args.pattern is None and any(Path(p).is_dir() for p in args.inputs) and exc.file is not None:
+            raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)",
+                             file=exc.file) from exc
         raise
     k = len(frames)
+    if k < 2:
+        raise InputError(f"{names[0]}: a focal stack needs at least 2 frames, got 1: there is nothing to fuse "
+                         "(give the other frames, or a folder or multi-page TIFF holding them)", file=names[0])
+    spec.check_stack(k, frames[0].shape, frames[0].dtype, file=names[0])
     if isinstance(reference, int) and not -k <= reference < k:
-        raise InputError(f"--reference {reference} is outside a stack of {k} frames")
+        raise InputError(f"--reference {reference} is outside a stack of {k} frames", field="reference")
     if frames[0].dtype == np.uint16 and formats["output"] == "jpeg":
-        raise InputError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif")
-    try:
-        engine = engines.create_engine(args.engine)
-    except ImportError as exc:
-        raise InputError(f"engine {args.engine!r} is not available in this build ({exc})") from exc
+        raise InputError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif",
+                         file=args.output)
+    engine = engines.create_engine(args.engine, **options)
     t_read = time.perf_counter()
 
     transforms = None

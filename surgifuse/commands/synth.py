@@ -30,24 +30,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first stack; stack i uses seed+i (default 0)")
     parser.add_argument("--size", default="512", help="N (square) or WxH in pixels (default 512)")
     parser.add_argument("--k", type=int, default=5, help="focus positions per stack (default 5)")
-    parser.add_argument("--scene", choices=["fundus", "texture", "mixed"], default="fundus", help="scene kind (default fundus)")
+    parser.add_argument("--scene", choices=["fundus", "texture", "mixed"], default="fundus",
+                        help="scene kind (default fundus)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--instrument", dest="instrument", action="store_true", default=None, help="always put an instrument in front")
-    group.add_argument("--no-instrument", dest="instrument", action="store_false", help="never put an instrument in front")
-    parser.add_argument("--no-noise", dest="noise", action="store_false", help="no sensor noise")
-    parser.add_argument("--jpeg", type=int, default=None, metavar="Q", help="JPEG-compress frames at quality Q (1-100)")
-    parser.add_argument("--breathing", type=float, default=0.0, metavar="F", help="fractional magnification change across the sweep (e.g. 0.01)")
-    parser.add_argument("--motion", type=float, default=0.0, metavar="PX", help="largest frame shift against the middle frame, px")
-    parser.add_argument("--video", type=int, default=None, metavar="FRAMES", help="also write OUT/sweep.mp4 (FRAMES frames) with its truth")
+    group.add_argument("--instrument", dest="instrument", action="store_true", default=None,
+                       help="always put an instrument in front (default: at random, in about half of the stacks)")
+    group.add_argument("--no-instrument", dest="instrument", action="store_false", default=None,
+                       help="never put an instrument in front (default: at random, in about half of the stacks)")
+    parser.add_argument("--no-noise", dest="noise", action="store_false",
+                        help="no sensor noise (default: Poisson-Gaussian sensor noise on)")
+    parser.add_argument("--jpeg", type=int, default=None, metavar="Q",
+                        help="JPEG-compress frames at quality Q, 1-100 (default: no compression)")
+    parser.add_argument("--breathing", type=float, default=0.0, metavar="F",
+                        help="fractional magnification change across the sweep, e.g. 0.01 (default 0: none)")
+    parser.add_argument("--motion", type=float, default=0.0, metavar="PX",
+                        help="largest frame shift against the middle frame, px (default 0: none)")
+    parser.add_argument("--video", type=int, default=None, metavar="FRAMES",
+                        help="also write OUT/sweep.mp4 (FRAMES frames) with its truth (default: no video)")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the sweep video (default 30)")
-    parser.add_argument("--overwrite", action="store_true", help="replace stacks that already exist")
+    parser.add_argument("--overwrite", action="store_true", help="replace stacks that already exist (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
+    from surgifuse.progress import track
     from surgifuse.synth.stack import generate_stack, write_stack
 
     height, width = parse_size(args.size)
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # generate_stack checks every option: a bad value fails on the first stack, before anything
     # is written.
-    for i in tqdm(range(args.count), desc="synth", unit="stack", disable=args.count < 2):
+    for i in track(range(args.count), desc="synth", unit="stack", enabled=args.count >= 2):
         stack = generate_stack(args.seed + i, **options)
         out.mkdir(parents=True, exist_ok=True)
         write_stack(stack, targets[i], overwrite=args.overwrite)

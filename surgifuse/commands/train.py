@@ -24,36 +24,54 @@ def _parse_value(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", choices=["autoencoder", "fn"], help="which model to train")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder of stacks written by `surgifuse synth`")
-    src.add_argument("--generate", type=int, metavar="N", help="generate N training stacks in memory instead")
-    parser.add_argument("--data-seed", type=int, default=20000, help="first seed of generated training stacks (default 20000)")
-    parser.add_argument("--val-data", help="folder of validation stacks (for best.pt)")
-    parser.add_argument("--val-generate", type=int, default=8, metavar="N", help="generated validation stacks, seeds 30000+ (default 8; 0: none)")
-    parser.add_argument("--synth-size", type=int, default=192, help="height and width of generated stacks (default 192)")
+    src.add_argument("--data", help="folder of stacks written by `surgifuse synth` (this or --generate is required)")
+    src.add_argument("--generate", type=int, metavar="N",
+                     help="generate N training stacks in memory instead (this or --data is required)")
+    parser.add_argument("--data-seed", type=int, default=20000,
+                        help="first seed of generated training stacks (default 20000)")
+    parser.add_argument("--val-data",
+                        help="folder of validation stacks, for best.pt (default: generated, see --val-generate)")
+    parser.add_argument("--val-generate", type=int, default=8, metavar="N",
+                        help="generated validation stacks, seeds 30000+ (default 8; 0: none)")
+    parser.add_argument("--synth-size", type=int, default=192,
+                        help="height and width of generated stacks (default 192)")
     parser.add_argument("--k", type=int, default=5, help="frames per generated stack (default 5)")
-    parser.add_argument("--synth-option", action="append", default=[], metavar="KEY=VALUE", help="extra generate_stack option, e.g. noise=0.01 (repeatable)")
-    parser.add_argument("--align-frames", action="store_true", help="align every stack to its middle frame first (as `surgifuse eval` does)")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, summary.json")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="stop after this much training time")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--crop", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 000: 1e-4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--synth-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra generate_stack option, e.g. noise=0.01 (repeatable; default: none)")
+    parser.add_argument("--align-frames", action="store_true",
+                        help="align every stack to its middle frame first, as `surgifuse eval` does (default: off)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, summary.json (required)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop after this much training time (default: no limit, --steps only)")
+    parser.add_argument("--batch-size", type=int, default=4, help="crops per step (default 4)")
+    parser.add_argument("--crop", type=int, default=96, help="side of the square training crops, px (default 96)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as paper 000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and crop sampling (default 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default auto)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint-every", type=int, default=200,
+                        help="steps between checkpoints: last.pt, and a validation for best.pt (default 200)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (default: start afresh)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr (default: a bar on a terminal, otherwise a line every 10 s)")
     fn = parser.add_argument_group("Fusion Network")
-    fn.add_argument("--losses", default="aif,perceptual,edge,identity", help="comma-separated subset of aif,perceptual,edge,identity")
-    fn.add_argument("--perceptual-encoder", help="autoencoder checkpoint whose encoder is the perceptual loss's feature extractor")
-    fn.add_argument("--fmb", choices=["fmb3", "fmb1", "none"], default="fmb3")
-    fn.add_argument("--output", choices=["blend", "rgb"], default="blend", help="blend weights + residual (ours) or direct RGB (paper)")
-    fn.add_argument("--encoder-width", type=int, default=16)
-    fn.add_argument("--refine-width", type=int, default=32)
-    fn.add_argument("--refine-downsample", type=int, choices=[1, 2, 4], default=4)
-    fn.add_argument("--res-blocks", type=int, default=9)
+    fn.add_argument("--losses", default="aif,perceptual,edge,identity",
+                    help="comma-separated subset of aif,perceptual,edge,identity (default: all four)")
+    fn.add_argument("--perceptual-encoder",
+                    help="autoencoder checkpoint whose encoder is the perceptual loss's feature extractor "
+                         "(default: none; needed by the perceptual loss)")
+    fn.add_argument("--fmb", choices=["fmb3", "fmb1", "none"], default="fmb3",
+                    help="Focus Measure Block input: per RGB channel, on grey, or none (default fmb3)")
+    fn.add_argument("--output", choices=["blend", "rgb"], default="blend",
+                    help="blend weights + residual (ours) or direct RGB (paper) (default blend)")
+    fn.add_argument("--encoder-width", type=int, default=16,
+                    help="feature channels of the per-frame encoder (default 16)")
+    fn.add_argument("--refine-width", type=int, default=32,
+                    help="channels of the residual refinement blocks (default 32)")
+    fn.add_argument("--refine-downsample", type=int, choices=[1, 2, 4], default=4,
+                    help="refinement blocks run at 1/N resolution; 1 is the paper's full resolution (default 4)")
+    fn.add_argument("--res-blocks", type=int, default=9, help="residual refinement blocks (default 9, as the paper)")
 
 
 def run(args: argparse.Namespace) -> int:

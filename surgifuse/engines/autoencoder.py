@@ -39,7 +39,8 @@ SPEC = EngineSpec(
         DEVICE_OPTION,
         THREADS_OPTION,
     ),
-    limits=EngineLimits(max_k=MAX_STACK_SIZE, dtypes=("uint8",), channels=(1, 3)),
+    # The classical decision: a tie in activity goes to the earlier frame.
+    limits=EngineLimits(max_k=MAX_STACK_SIZE, dtypes=("uint8",), channels=(1, 3), order_invariant=False),
     runtime_options=frozenset({"device", "threads"}),
 )
 

@@ -71,8 +71,11 @@ class Engine(abc.ABC):
         """Fuse K frames given what ``prepare_frame`` returned for each, in the same order."""
 
     def fuse(self, stack: Sequence[np.ndarray] | np.ndarray) -> FusionResult:
-        """Fuse a whole stack: K frames (a sequence, or an array with K first)."""
+        """Fuse a whole stack: K frames (a sequence, or an array with K first), checked against the
+        engine's declaration first (``InputError`` for a K, pixel type or shape it cannot take)."""
         frames = validate_stack(stack)
+        if self.spec is not None:
+            self.spec.check_stack(len(frames), frames[0].shape, frames[0].dtype)
         t0 = time.perf_counter()
         prepared = [self.prepare_frame(f) for f in frames]
         prepare_ms = (time.perf_counter() - t0) * 1e3

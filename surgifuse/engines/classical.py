@@ -48,7 +48,10 @@ SPEC = EngineSpec(
         EngineOption("device", str, "cpu", "where the decision runs (the focus map runs on the CPU)",
                      choices=("cpu", "cuda")),
     ),
-    limits=EngineLimits(max_k=decision.MAX_STACK_SIZE, dtypes=("uint8", "uint16"), channels=(1, 3)),
+    # A tie in focus goes to the earlier frame (the arg-max keeps the first maximum), so where frames
+    # are equally sharp the order decides: at most a few grey levels at region boundaries.
+    limits=EngineLimits(max_k=decision.MAX_STACK_SIZE, dtypes=("uint8", "uint16"), channels=(1, 3),
+                        order_invariant=False),
     runtime_options=frozenset({"threads", "device"}),
 )
 

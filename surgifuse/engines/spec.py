@@ -116,7 +116,9 @@ class EngineLimits:
     """What stacks an engine can fuse.
 
     ``max_k``: the most frames in one stack (None: any number). ``dtypes``: pixel types.
-    ``channels``: 1 for HxW grey, 3 for HxWx3 RGB. ``min_side``: the smallest frame height and width.
+    ``channels``: 1 for HxW grey, 3 for HxWx3 RGB. ``min_side``: the smallest frame height and width
+    with the default options (some options need larger frames, e.g. the classical engine's ``step``
+    and ``window``: the engine refuses those with an ``InputError`` naming the option).
     ``order_invariant``: the fused image does not depend on the order of the frames.
     """
 

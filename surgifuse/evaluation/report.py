@@ -29,7 +29,8 @@ def format_table(results: dict) -> str:
 
     Columns: stacks scored, mean PSNR (dB) and SSIM on stacks with truth, mean gap to the oracle
     (oracle minus engine: dB and SSIM below the ceiling; negative beats it), mean Q^AB/F and NMI,
-    and mean seconds per stack (engines only).
+    and mean seconds per stack (engines only). Stacks that were skipped, not scored, are named
+    below the table with the reason.
     """
     header = ("method", "stacks", "PSNR", "SSIM", "gap dB", "gap SSIM", "Q^AB/F", "NMI", "s/stack")
     rows = [header]
@@ -52,6 +53,10 @@ def format_table(results: dict) -> str:
         lines.append("  ".join(cells))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
+    skipped = results.get("skipped") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} of {len(skipped) + len(results['stacks'])} stacks, not scored:")
+        lines.extend(f"  {s['name']}: {s['reason']}" for s in skipped)
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -18,12 +19,15 @@ from .references import best_single_frame, depth_oracle
 from .stacks import EvalStack, find_stacks, load_eval_stack, resize_stack
 
 __all__ = ["evaluate", "create_engines", "align_available", "stack_needs_alignment", "score_image",
-           "ORACLE", "ORACLE_ALIGNED", "BEST_FRAME"]
+           "ORACLE", "ORACLE_ALIGNED", "BEST_FRAME", "MIN_FRAMES"]
 
 ORACLE = "oracle"
 ORACLE_ALIGNED = "oracle-aligned"
 BEST_FRAME = "best-frame"
 SCHEMA_VERSION = 1
+# A focal stack has at least two focus positions. One frame gives nothing to fuse: every engine
+# returns it, and its scores would enter the means as if a fusion had been measured.
+MIN_FRAMES = 2
 # Stack settings copied into the results (synthetic meta.json also holds transforms and scene
 # parameters, which belong to the data set, not to its scores).
 _META_KEYS = ("seed", "scene", "instrument", "noise", "jpeg_quality", "breathing", "motion")
@@ -141,6 +145,7 @@ def evaluate(
     engine_options: dict | None = None,
     on_fused: Callable[[EvalStack, str, np.ndarray, dict], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Score engines on focal stacks.
 
@@ -169,19 +174,30 @@ def evaluate(
         ``on_fused(stack, name, image, scores)`` after scoring every fused image, references
         included (to draw figures without keeping the images).
     progress : callable, optional
-        Called with one line of text per stack.
+        Called with one line of text per scored stack.
+    warn : callable, optional
+        Called with one line of text per skipped stack (default: ``warnings.warn``).
 
     Returns
     -------
     dict
         JSON-ready: ``{"schema": 1, "engines": [...], "align": true|false|"auto", "border": int,
+        "skipped": [{"name", "path", "k", "reason"}],
         "stacks": [{"name", "path", "k", "shape", "dtype", "has_truth", "meta", "best_frame_index",
         "aligned", "align_seconds", "results": {name: {"psnr", "ssim", "qabf", "nmi", "seconds"}}}],
         "aggregates": {name: {"n_stacks", "psnr", "ssim", "qabf", "nmi", "seconds",
         "gap_to_oracle_psnr", "gap_to_oracle_ssim"}}}``; results hold the engines and, on stacks
         with truth, ``"best-frame"`` and (with depth and focus positions) ``"oracle"``, plus
         ``"oracle-aligned"`` (the oracle on the aligned frames) on stacks that were aligned. The
-        gaps are ``oracle - method`` against the as-given ``"oracle"``.
+        gaps are ``oracle - method`` against the as-given ``"oracle"``. A stack of fewer than
+        ``MIN_FRAMES`` frames is not a focal stack: it is listed under ``"skipped"`` (not under
+        ``"stacks"``, not in the aggregates) with the reason, and ``warn`` is called.
+
+    Raises
+    ------
+    InputError
+        For bad options, an engine that cannot be built, and when no stack is left to score
+        (every one was skipped).
     """
     engine_names = list(engine_names)
     if limit is not None and (int(limit) != limit or limit < 1):
@@ -197,9 +213,18 @@ def evaluate(
     if limit is not None:
         folders = folders[: int(limit)]
 
-    per_stack = []
+    if warn is None:
+        def warn(line: str) -> None:
+            warnings.warn(line, stacklevel=3)
+
+    per_stack, skipped = [], []
     for i, folder in enumerate(folders):
         stack = load_eval_stack(folder)
+        if len(stack.frames) < MIN_FRAMES:
+            reason = f"only {len(stack.frames)} frame: not a focal stack, which needs at least {MIN_FRAMES}"
+            skipped.append({"name": stack.name, "path": str(stack.path), "k": len(stack.frames), "reason": reason})
+            warn(f"{stack.path}: {reason}; skipped, not scored")
+            continue
         if max_side is not None:
             stack = resize_stack(stack, max_side)
         score_nr = no_reference or not stack.has_truth
@@ -267,6 +292,8 @@ def evaluate(
                 for n, r in entry["results"].items()
             ))
 
+    if not per_stack:
+        raise InputError(f"nothing to score: {_describe_skipped(skipped)}", file=skipped[0]["path"])
     references = (ORACLE, ORACLE_ALIGNED, BEST_FRAME)
     names = engine_names + [n for n in references if any(n in s["results"] for s in per_stack)]
     return {
@@ -275,5 +302,13 @@ def evaluate(
         "align": "auto" if align is None else bool(align),
         "border": border,
         "stacks": per_stack,
+        "skipped": skipped,
         "aggregates": _aggregate(per_stack, names),
     }
+
+
+def _describe_skipped(skipped: list[dict], *, most: int = 3) -> str:
+    """"N stack(s) skipped: PATH (reason); ..." naming at most ``most`` of them."""
+    named = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:most])
+    more = f"; and {len(skipped) - most} more" if len(skipped) > most else ""
+    return f"{len(skipped)} stack(s) skipped: {named}{more}"

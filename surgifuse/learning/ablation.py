@@ -52,7 +52,8 @@ def run_variant(name: str, args, model_extra: dict) -> dict:
     else:
         summary = train(tc, data, {"fmb": spec["fmb"], **model_extra}, val_config=val, resume=True, progress=False)
     model, ckpt = load_checkpoint(out / "best.pt")
-    export_fusion_net(model, out / "onnx", name="fusion_net", extra={"training": {"step": ckpt["step"], "variant": name}})
+    export_fusion_net(model, out / "onnx", name="fusion_net", extra={"training": {"step": ckpt["step"], "variant": name}},
+                      overwrite=True)  # a rerun re-exports its own variant
     return {"summary": summary, "best_step": ckpt["step"], "model": str(out / "onnx" / "fusion_net.json")}
 
 

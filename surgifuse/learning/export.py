@@ -20,10 +20,39 @@ import numpy as np
 import torch
 from torch import nn
 
+from surgifuse.errors import InputError
+
 from .config import config_to_dict
 from .models import Autoencoder, FeatureActivity, FusionNet
 
 OPSET = 17
+
+
+def output_paths(kind: str, out_dir: str | Path, name: str) -> list[Path]:
+    """The files an export of a ``kind`` model ("fn" or "autoencoder") named ``name`` writes into
+    ``out_dir``: its ONNX graphs, then the JSON sidecar."""
+    out = Path(out_dir)
+    if kind == "fn":
+        graphs = [f"{name}_encoder.onnx", f"{name}_fuse.onnx", f"{name}.onnx"]
+    elif kind == "autoencoder":
+        graphs = [f"{name}_activity.onnx"]
+    else:
+        raise InputError(f"unknown model kind {kind!r}", field="kind", allowed="fn, autoencoder")
+    return [out / g for g in graphs] + [out / f"{name}.json"]
+
+
+def existing_outputs(kind: str, out_dir: str | Path, name: str) -> list[Path]:
+    """Those of ``output_paths`` that already exist (an export would replace them)."""
+    return [p for p in output_paths(kind, out_dir, name) if p.exists()]
+
+
+def _refuse_overwrite(kind: str, out_dir: str | Path, name: str, overwrite: bool) -> None:
+    # The shipped models live in models/, the default output folder: replacing one by accident
+    # swaps the model every engine loads.
+    existing = [] if overwrite else existing_outputs(kind, out_dir, name)
+    if existing:
+        raise InputError(f"would replace existing model files {', '.join(map(str, existing))}; pass overwrite=True",
+                         file=str(existing[0]))
 
 
 class _FuseGraph(nn.Module):
@@ -93,12 +122,14 @@ def random_network_input(net: FusionNet, k: int, h: int, w: int, *, seed: int) -
     return net.network_input(rgb)
 
 
-def export_fusion_net(net: FusionNet, out_dir: str | Path, *, name: str = "fusion_net", check_shapes=((5, 64, 80), (3, 37, 53), (1, 33, 32)), extra: dict | None = None) -> dict:
+def export_fusion_net(net: FusionNet, out_dir: str | Path, *, name: str = "fusion_net", check_shapes=((5, 64, 80), (3, 37, 53), (1, 33, 32)), extra: dict | None = None, overwrite: bool = False) -> dict:
     """Write the three Fusion Network graphs and their sidecar; return the sidecar dict.
 
-    Raises ``RuntimeError`` when ONNX Runtime differs from PyTorch by 1e-4 or more on any of the
+    Raises ``InputError``, before writing anything, when one of the files exists and ``overwrite``
+    is false; ``RuntimeError`` when ONNX Runtime differs from PyTorch by 1e-4 or more on any of the
     random stacks of ``check_shapes`` (K, H, W).
     """
+    _refuse_overwrite("fn", out_dir, name, overwrite)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = net.eval().float()
@@ -106,7 +137,8 @@ def export_fusion_net(net: FusionNet, out_dir: str | Path, *, name: str = "fusio
     x = random_network_input(net, 3, 40, 48, seed=0)
     with torch.no_grad():
         feats = net.encoder(x)
-    paths = {"encoder": out / f"{name}_encoder.onnx", "fuse": out / f"{name}_fuse.onnx", "whole": out / f"{name}.onnx"}
+    *graph_paths, sidecar_path = output_paths("fn", out, name)
+    paths = dict(zip(("encoder", "fuse", "whole"), graph_paths))
     _export(net.encoder, (x,), paths["encoder"], ["x"], ["features"], {"x": {0: "N", 2: "H", 3: "W"}, "features": {0: "N", 2: "H", 3: "W"}})
     _export(
         _FuseGraph(net), (feats, x[:, :3]), paths["fuse"], ["features", "frames"], ["image", "weights"],
@@ -137,17 +169,22 @@ def export_fusion_net(net: FusionNet, out_dir: str | Path, *, name: str = "fusio
         "export_check": {"shapes_kHW": [list(s) for s in check_shapes], "max_abs_diff": worst},
         **(extra or {}),
     }
-    (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
+    sidecar_path.write_text(json.dumps(sidecar, indent=2))
     embed_metadata(paths.values(), sidecar)
     return sidecar
 
 
-def export_autoencoder(model: Autoencoder, out_dir: str | Path, *, name: str = "autoencoder", window: int = 2, check_shapes=((2, 64, 80), (1, 37, 53)), extra: dict | None = None) -> dict:
-    """Write ``<name>_activity.onnx`` (encoder + feature gradient, paper 003) and its sidecar."""
+def export_autoencoder(model: Autoencoder, out_dir: str | Path, *, name: str = "autoencoder", window: int = 2, check_shapes=((2, 64, 80), (1, 37, 53)), extra: dict | None = None, overwrite: bool = False) -> dict:
+    """Write ``<name>_activity.onnx`` (encoder + feature gradient, paper 003) and its sidecar.
+
+    Raises ``InputError``, before writing anything, when one of the files exists and ``overwrite``
+    is false.
+    """
+    _refuse_overwrite("autoencoder", out_dir, name, overwrite)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     act = FeatureActivity(model.encoder, window=window).eval()
-    path = out / f"{name}_activity.onnx"
+    path, sidecar_path = output_paths("autoencoder", out, name)
     _export(act, (torch.rand(1, 3, 40, 48),), path, ["image"], ["activity"], {"image": {0: "N", 2: "H", 3: "W"}, "activity": {0: "N", 2: "H", 3: "W"}})
     sess = _session(path)
     worst = 0.0
@@ -169,6 +206,6 @@ def export_autoencoder(model: Autoencoder, out_dir: str | Path, *, name: str = "
         "export_check": {"shapes_NHW": [list(s) for s in check_shapes], "max_abs_diff": worst},
         **(extra or {}),
     }
-    (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
+    sidecar_path.write_text(json.dumps(sidecar, indent=2))
     embed_metadata([path], sidecar)
     return sidecar

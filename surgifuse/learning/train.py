@@ -1,8 +1,9 @@
 """Training loop for the autoencoder (paper 003) and the Fusion Network (paper 000).
 
-Adam (paper 000: lr 1e-4), fixed seeds, CPU by default and CUDA when present, a tqdm progress
-bar, a CSV metrics log, checkpoints (``last.pt`` every ``checkpoint_every`` steps, ``best.pt`` by
-validation PSNR) and resume from ``last.pt``. Budgets are in steps and/or wall-clock seconds.
+Adam (paper 000: lr 1e-4), fixed seeds, CPU by default and CUDA when present, progress
+(``surgifuse.progress``), a CSV metrics log, checkpoints (``last.pt`` every ``checkpoint_every``
+steps, ``best.pt`` by validation PSNR) and resume from ``last.pt``. Budgets are in steps and/or
+wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from surgifuse.errors import InputError
+from surgifuse.progress import progress_bar
 
 from .config import AutoencoderConfig, DataConfig, FusionNetConfig, TrainConfig, config_from_dict, config_to_dict
 from .data import CropSampler, load_stacks
@@ -168,11 +170,7 @@ def train(
     log_file = open(log_path, "w" if new_log else "a", newline="")
     writer = None
     model.train()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=tc.steps, initial=step, desc=f"train {tc.model}", unit="step")
+    bar = progress_bar(total=tc.steps, initial=step, desc=f"train {tc.model}", unit="step", enabled=progress)
     parts: dict[str, float] = {}
     loss_value = float("nan")
     started = time.perf_counter() - elapsed
@@ -212,9 +210,8 @@ def train(
                         writer.writeheader()
                 writer.writerow(row)
                 log_file.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
         # A time-limited run ends between checkpoints: save where it stopped.
         if val_batches is not None and step % tc.checkpoint_every != 0:
             v = validate()
@@ -224,8 +221,7 @@ def train(
         save(last)
     finally:
         log_file.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     summary = {
         "model": tc.model,
         "steps": step,

@@ -22,16 +22,17 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from surgifuse.engines.base import Engine
 
+from .capability import LiveCapability, measure_live_step
 from .capture import CaptureThread
 from .frames import CapturedFrame, LatestSlot, ProcessedFrame, wall_ms
 from .metrics import LiveMetrics
 from .motion_guard import MotionGuard
 from .processor import FrameProcessor
+from .settings import LiveSettings, SettingsChange, apply_update, check_settings
 from .sources import FrameSource
 
 log = logging.getLogger("surgifuse.live.pipeline")
@@ -46,6 +47,9 @@ FUSION_NICE = 10
 #: on two cores 26 % of the frames were fused, in short runs).
 PROBE_MARGIN = 0.9
 
+#: While an engine keeps failing, one log line per this many seconds says how often.
+FAILURE_REPORT_S = 60.0
+
 
 def _lower_fusion_priority() -> None:
     """Fusion worker initializer: raise this thread's nice to FUSION_NICE (Linux; elsewhere a no-op)."""
@@ -58,41 +62,29 @@ def _lower_fusion_priority() -> None:
         log.warning("could not lower the fusion thread's priority: %s", exc)
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    """What can change while the pipeline runs (``PUT /v1/settings``).
-
-    ``threshold``: the focus-measure threshold T given to the engine (None: the engine's default,
-    T=7 in the paper). ``budget_ms``: None means one frame interval of the source.
-    """
-
-    engine: str = "classical"
-    k: int = 5
-    threshold: int | None = None
-    align: bool = True
-    motion_guard: bool = True
-    motion_threshold: float = 16.0
-    budget_ms: float | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 EngineFactory = Callable[..., Engine]
 
 
-def default_engine_factory(name: str, *, threshold: int | None = None) -> Engine:
-    """``surgifuse.engines.create_engine``; the threshold is passed only when one is set."""
+def default_engine_factory(name: str, **options) -> Engine:
+    """``surgifuse.engines.create_engine``: the engine called ``name`` with its ``options``."""
     from surgifuse.engines import create_engine
 
-    return create_engine(name, **({} if threshold is None else {"threshold": threshold}))
+    return create_engine(name, **options)
 
 
-def build_processor(config: PipelineConfig, engine_factory: EngineFactory = default_engine_factory) -> FrameProcessor:
-    """A FrameProcessor for ``config``; raises ValueError (bad engine name or option) before anything runs."""
-    engine = engine_factory(config.engine, threshold=config.threshold)
-    guard = MotionGuard(threshold=config.motion_threshold) if config.motion_guard else None
-    return FrameProcessor(engine, k=config.k, align=config.align, guard=guard)
+def build_processor(settings: LiveSettings, engine_factory: EngineFactory = default_engine_factory) -> FrameProcessor:
+    """A FrameProcessor for ``settings``; raises ``InputError`` (bad engine, option or K) before anything runs."""
+    engine = engine_factory(settings.engine, **settings.engine_options)
+    if engine.spec is not None:
+        engine.spec.check_k(settings.k)
+    guard = MotionGuard(threshold=settings.motion_threshold) if settings.motion_guard else None
+    return FrameProcessor(engine, k=settings.k, align=settings.align, guard=guard)
+
+
+#: Settings whose change needs a new processor (a new stack); the others apply to the next frame.
+_REBUILD_FIELDS = ("engine", "engine_options", "k", "align", "motion_guard", "motion_threshold")
+#: Settings whose change asks for a new measurement of the live step.
+_MEASURE_FIELDS = _REBUILD_FIELDS + ("budget_ms",)
 
 
 class LivePipeline:
@@ -104,19 +96,20 @@ class LivePipeline:
     publish : callable
         Called from the processing thread with each ProcessedFrame; must not block (the publisher
         puts it in a latest-only slot).
-    config : PipelineConfig
+    config : LiveSettings
+        Checked against the engine's declaration (``InputError`` naming the field).
     engine_factory : callable
-        ``engine_factory(name, threshold=...) -> Engine``; tests inject their own.
+        ``engine_factory(name, **engine_options) -> Engine``; tests inject their own.
     metrics : LiveMetrics, optional
     """
 
     def __init__(self, source: FrameSource, *, publish: Callable[[ProcessedFrame], None],
-                 config: PipelineConfig = PipelineConfig(), engine_factory: EngineFactory = default_engine_factory,
+                 config: LiveSettings | None = None, engine_factory: EngineFactory = default_engine_factory,
                  metrics: LiveMetrics | None = None) -> None:
         self.source, self.publish = source, publish
         self.engine_factory = engine_factory
         self.metrics = metrics or LiveMetrics()
-        self._config = config
+        self._config = config = check_settings(config if config is not None else LiveSettings())
         self._processor = build_processor(config, engine_factory)
         self._pending_processor: FrameProcessor | None = None
         self._config_lock = threading.Lock()
@@ -131,10 +124,19 @@ class LivePipeline:
         self._thread = threading.Thread(target=self._process_loop, name="surgifuse-processing", daemon=True)
         self.last_published_ms: float | None = None
         self.published = 0
+        #: Shape of the newest captured frame (None before the first).
+        self.frame_shape: tuple[int, ...] | None = None
+        #: Lines for the operator (the page shows them), e.g. an engine too slow for the budget.
+        self.warnings: list[str] = []
+        self.capability: LiveCapability | None = None
+        self._measured: tuple | None = None
+        self._measure_lock = threading.Lock()
+        self._engine_failures = 0
+        self._failure_report_at = 0.0
 
     # -- control ---------------------------------------------------------------------------------
     @property
-    def config(self) -> PipelineConfig:
+    def config(self) -> LiveSettings:
         return self._config
 
     def start(self) -> None:
@@ -149,21 +151,45 @@ class LivePipeline:
         self._thread.join(timeout)
         self._worker.shutdown(wait=False, cancel_futures=True)
 
-    def reconfigure(self, **changes) -> PipelineConfig:
-        """Apply new settings; the engine is built here, so a bad one raises before anything changes.
+    def apply(self, update: dict) -> SettingsChange:
+        """Apply a settings update (``LiveSettingsUpdate`` fields that were set); the new engine is
+        built here, so a bad value raises ``InputError`` before anything changes.
 
-        Engine, K, threshold, align and guard changes start a new stack (the buffer refills in K
-        frames); budget-only changes keep it.
+        Engine, engine options, K, alignment and guard changes start a new stack (the buffer refills
+        in K frames); the budget and JPEG quality apply to the next frame. When the frame size is
+        known, the new live step is measured and ``warnings`` say whether it fits the budget.
         """
         with self._config_lock:
-            new = replace(self._config, **changes)
-            if new == self._config:
-                return new
-            rebuild = {k for k, v in changes.items() if getattr(self._config, k) != v} - {"budget_ms"}
-            if rebuild:
+            change = apply_update(self._config, update)
+            new, old = change.settings, self._config
+            if any(getattr(new, f) != getattr(old, f) for f in _REBUILD_FIELDS):
                 self._pending_processor = build_processor(new, self.engine_factory)
             self._config = new
-            return new
+        if any(getattr(new, f) != getattr(old, f) for f in _MEASURE_FIELDS) and self.frame_shape is not None:
+            self.check_capability(self.frame_shape)
+        return change
+
+    def check_capability(self, shape: tuple[int, ...]) -> LiveCapability | None:
+        """Measure the live step of the current settings at frame ``shape`` on this machine and set
+        ``warnings``; skipped when these settings were measured at this shape already."""
+        config = self._config
+        key = (config.model_dump_json(exclude={"jpeg_quality"}), tuple(shape), self.source.fps)
+        with self._measure_lock:
+            if key == self._measured:
+                return self.capability
+            try:
+                # A processor of its own: the live one is in use, and engines are not thread-safe.
+                processor = build_processor(config, self.engine_factory)
+                capability = measure_live_step(processor, shape, budget_ms=self.budget_s() * 1000.0,
+                                               engine=config.engine, k=config.k)
+            except Exception as exc:  # the live stream goes on; the fail-safe covers a failing engine
+                log.warning("could not measure the live step of engine %r: %s", config.engine, exc)
+                return None
+            self._measured, self.capability = key, capability
+            self.warnings = [w for w in (capability.warning(),) if w]
+            for line in self.warnings:
+                log.warning("%s", line)
+        return capability
 
     def budget_s(self) -> float:
         budget_ms = self._config.budget_ms
@@ -171,7 +197,7 @@ class LivePipeline:
 
     def status(self) -> dict:
         return {**self.capture.status.as_dict(), "published": self.published,
-                "last_published_ms": self.last_published_ms}
+                "last_published_ms": self.last_published_ms, "warnings": list(self.warnings)}
 
     # -- threads ---------------------------------------------------------------------------------
     def _on_captured(self, frame: CapturedFrame, replaced: bool) -> None:
@@ -181,6 +207,11 @@ class LivePipeline:
         m.observe_ms("read", frame.read_ms)
         if replaced:
             m.frames_dropped.labels("processing").inc()
+        if frame.image.shape != self.frame_shape:
+            # A new frame size (the first frame, or a re-opened source): does the engine keep up?
+            self.frame_shape = frame.image.shape
+            threading.Thread(target=self.check_capability, args=(frame.image.shape,),
+                             name="surgifuse-capability", daemon=True).start()
 
     def _process_loop(self) -> None:
         while not self._stop_event.is_set():
@@ -217,13 +248,31 @@ class LivePipeline:
             future.add_done_callback(lambda _: self._cool_down(submitted))
             return
         except Exception as exc:
-            log.warning("engine failed on frame %d: %s", frame.seq, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self._engine_failed(frame, exc)
             self._publish_raw(frame, "error", wait_ms)
             return
+        if self._engine_failures:
+            log.warning("engine %r fuses again after %d failed frames", self._config.engine, self._engine_failures)
+            self._engine_failures = 0
         result.timings = {"read": frame.read_ms, "wait": wait_ms, **result.timings}
         for stage in ("prepare", "fuse", "guard", "reproject"):
             self.metrics.observe_ms(stage, result.timings[stage])
         self._emit(result)
+
+    def _engine_failed(self, frame: CapturedFrame, exc: BaseException) -> None:
+        # One warning with the reason, then a count every FAILURE_REPORT_S: an engine that fails on
+        # every frame must not write 30 lines a second into the hospital's log (the metric
+        # surgifuse_frames_unfused_total{reason="error"} counts every one).
+        self._engine_failures += 1
+        now = time.monotonic()
+        if self._engine_failures == 1:
+            log.warning("engine %r failed on frame %d: %s (frames go out raw; further failures are counted)",
+                        self._config.engine, frame.seq, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self._failure_report_at = now + FAILURE_REPORT_S
+        elif now >= self._failure_report_at:
+            log.warning("engine %r still failing: %d frames so far, the last with: %s", self._config.engine,
+                        self._engine_failures, exc)
+            self._failure_report_at = now + FAILURE_REPORT_S
 
     def _cool_down(self, submitted: float) -> None:
         # A late result is thrown away, so the CPU it took was wasted, and on a shared machine it is

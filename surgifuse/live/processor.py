@@ -41,12 +41,18 @@ class FrameProcessor:
         self.engine, self.k, self.align, self.guard = engine, k, align, guard
         self.buffer = FocalStackBuffer(k, engine=engine, align=align)
         self._shape: tuple | None = None
+        self._dtype: np.dtype | None = None
 
     def process(self, captured: CapturedFrame) -> ProcessedFrame:
         """Push ``captured`` and return the fused (and guarded) result for the stack that ends with it."""
-        if self._shape is not None and captured.image.shape != self._shape:
-            self.buffer.clear()  # the source changed size (re-opened with other settings): start a new stack
-        self._shape = captured.image.shape
+        if captured.image.shape != self._shape or captured.image.dtype != self._dtype:
+            if self.engine.spec is not None:
+                # A camera that delivers what the engine cannot take (16-bit to fn, say) fails here,
+                # once per frame, clearly, and the pipeline's fail-safe shows the raw frames.
+                self.engine.spec.check_frame(captured.image.shape, captured.image.dtype)
+            if self._shape is not None:
+                self.buffer.clear()  # the source changed size (re-opened with other settings): start a new stack
+            self._shape, self._dtype = captured.image.shape, captured.image.dtype
         t0 = time.perf_counter()
         self.buffer.push(captured.image, meta={"seq": captured.seq, "capture_ms": captured.capture_ms,
                                                "focus": captured.focus})

@@ -53,6 +53,29 @@ def unpack_frame(message: bytes) -> tuple[dict, bytes]:
     return json.loads(message[4:4 + n]), bytes(message[4 + n:])
 
 
+#: The depth view's colour map: OpenCV's turbo (blue at 0 .. red at 255). Its name travels in the
+#: header (``depth_scale``) and the display page draws its legend from the same stops.
+DEPTH_COLORMAP = "turbo"
+
+
+def _focus_known(k: int, focus) -> bool:
+    return focus is not None and len(focus) == k and k > 1 and all(f is not None for f in focus)
+
+
+def depth_scale(k: int, focus=None) -> dict:
+    """What the colours of ``colourize_depth(depth, k, focus)`` mean, for a legend.
+
+    ``{"colormap": "turbo", "quantity": "focus", "range": [0, 1]}`` when every stack frame has a
+    focus position (the colour is the focus position: 0 nearest the microscope .. 1 farthest), else
+    ``{"colormap": "turbo", "quantity": "stack", "range": [0, K-1]}`` (the colour is the index into
+    the rolling stack: 0 the oldest frame .. K-1 the newest). The colour map spans ``range``
+    linearly, its first colour at ``range[0]``, its last at ``range[1]``.
+    """
+    if _focus_known(k, focus):
+        return {"colormap": DEPTH_COLORMAP, "quantity": "focus", "range": [0, 1]}
+    return {"colormap": DEPTH_COLORMAP, "quantity": "stack", "range": [0, max(1, k - 1)]}
+
+
 def colourize_depth(depth: np.ndarray, k: int, focus=None) -> np.ndarray:
     """Depth index (0..k-1, into the stack) as a BGR turbo colour map, ready for JPEG.
 
@@ -60,11 +83,11 @@ def colourize_depth(depth: np.ndarray, k: int, focus=None) -> np.ndarray:
     the source knows it. A rolling stack is in capture order, not focus order (a sweep goes back and
     forth), so the index is mapped through the frames' focus positions (piecewise linear, as the
     engine's sub-frame index is) before colouring: blue = near, red = far. Without focus positions
-    the colour shows the stack order (blue = oldest frame, red = newest).
+    the colour shows the stack order (blue = oldest frame, red = newest). ``depth_scale`` says which.
     """
     scale = 255.0 / max(1, k - 1)
     index = cv2.convertScaleAbs(depth, alpha=scale)
-    if focus is not None and len(focus) == k and k > 1 and all(f is not None for f in focus):
+    if _focus_known(k, focus):
         slots = np.arange(256, dtype=np.float32) / scale
         lut = np.interp(slots, np.arange(k), np.clip(np.asarray(focus, np.float32), 0, 1)) * 255.0
         index = cv2.LUT(index, np.round(lut).astype(np.uint8))
@@ -250,6 +273,7 @@ class FramePublisher:
                 "timings": {**{k: round(v, 3) for k, v in processed.timings.items()}, "encode": round(encode_ms, 3)},
                 "guard_fraction": round(processed.guard_fraction, 5),
                 "source_state": (self.status() or {}).get("state") if self.status else None,
+                "depth_scale": depth_scale(processed.k, processed.frame_focus) if shown == "depth" else None,
             }
             packets[view] = pack_frame(header, jpeg.tobytes())
         self.encoded += 1

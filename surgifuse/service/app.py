@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 import surgifuse
 from surgifuse.live.metrics import LiveMetrics
-from surgifuse.live.pipeline import LivePipeline, PipelineConfig, default_engine_factory
+from surgifuse.live.pipeline import LivePipeline, default_engine_factory
 from surgifuse.live.publisher import FramePublisher
 from surgifuse.live.sources import FrameSource, open_source
 
@@ -42,12 +43,6 @@ Bound to a non-loopback address, the stream, the upload and the settings need th
 UVICORN_OPTIONS = {"ws_per_message_deflate": False, "ws_max_size": 1 << 20}
 
 
-def pipeline_config(settings: ServiceSettings) -> PipelineConfig:
-    return PipelineConfig(engine=settings.engine, k=settings.k, threshold=settings.threshold, align=settings.align,
-                          motion_guard=settings.motion_guard, motion_threshold=settings.motion_threshold,
-                          budget_ms=settings.budget_ms)
-
-
 def create_app(settings: ServiceSettings | None = None, *, source: FrameSource | None = None,
                engine_factory=None) -> FastAPI:
     """Build the service.
@@ -59,7 +54,7 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
     source : FrameSource, optional
         Overrides ``settings.source`` (tests, load tests).
     engine_factory : callable, optional
-        ``engine_factory(name, threshold=...) -> Engine``; default ``surgifuse.engines.create_engine``.
+        ``engine_factory(name, **engine_options) -> Engine``; default ``surgifuse.engines.create_engine``.
 
     Raises
     ------
@@ -79,7 +74,7 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
                              fps=settings.fps, loop=settings.loop, cache_frames=settings.demo_cache_frames)
     metrics = LiveMetrics()
     publisher = FramePublisher(jpeg_quality=settings.jpeg_quality, metrics=metrics)
-    pipeline = LivePipeline(source, publish=publisher.submit, config=pipeline_config(settings),
+    pipeline = LivePipeline(source, publish=publisher.submit, config=settings.live(),
                             engine_factory=engine_factory, metrics=metrics)
     publisher.status = pipeline.status
     uploads = UploadWorkers(settings.upload_workers, settings.upload_queue)
@@ -95,8 +90,10 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
             publisher.stop()
             uploads.shutdown()
 
-    app = FastAPI(title="SurgiFuse", version=surgifuse.__version__,
-                  description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc with their scripts and styles served from here, not a CDN: operating-room
+    # networks are often offline, and FastAPI's own pages would then be blank.
+    app = FastAPIOffline(title="SurgiFuse", version=surgifuse.__version__, description=DESCRIPTION,
+                         lifespan=lifespan, favicon_url="/favicon.ico")
     app.state.settings = settings
     app.state.pipeline = pipeline
     app.state.publisher = publisher

@@ -1,14 +1,15 @@
 """Service settings: one pydantic-settings class, read from ``SURGIFUSE_*`` environment variables
-and overridden by ``surgifuse serve`` options; and the run-time settings body of ``/v1/settings``."""
+and overridden by ``surgifuse serve`` options; and the ``PUT /v1/settings`` response."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from surgifuse.errors import InputError
+from surgifuse.live.settings import LiveSettings
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -23,8 +24,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ServiceSettings(BaseSettings):
-    """Everything ``surgifuse serve`` can be told; each field also reads ``SURGIFUSE_<NAME>``.
+class ServiceSettings(BaseSettings, LiveSettings):
+    """Everything ``surgifuse serve`` can be told; each field also reads ``SURGIFUSE_<NAME>``
+    (``SURGIFUSE_ENGINE_OPTIONS`` as JSON). The processing fields are ``LiveSettings``'.
 
     Security: the service binds 127.0.0.1. Bound to another address it requires ``token`` on the
     websocket, the upload and the settings, and refuses to start without one unless ``insecure``.
@@ -33,8 +35,8 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SURGIFUSE_", extra="ignore")
 
     # network and security
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address to bind (others than loopback need SURGIFUSE_TOKEN)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     token: SecretStr | None = Field(None, description="Shared secret for stream, upload and settings")
     insecure: bool = Field(False, description="Allow a non-loopback bind without a token")
 
@@ -51,65 +53,35 @@ class ServiceSettings(BaseSettings):
                                                       "live; unset = one seamless 120-frame loop when it fits in 256 MB)")
     loop: bool = Field(True, description="Loop a file source at its end")
 
-    # processing (also changeable at run time through /v1/settings)
-    engine: str = "classical"
-    k: int = Field(5, ge=1, le=64)
-    threshold: int | None = Field(None, ge=0, le=65535, description="Focus-measure threshold T (None: engine default)")
-    align: bool = True
-    motion_guard: bool = True
-    motion_threshold: float = Field(16.0, ge=0, le=255)
-    budget_ms: float | None = Field(None, gt=0, le=10000, description="Fusion budget (None: one frame interval)")
-    jpeg_quality: int = Field(80, ge=1, le=100)
+    # processing: the fields of surgifuse.live.settings.LiveSettings (also changeable at run time
+    # through /v1/settings), inherited
 
     # upload
-    upload_max_files: int = Field(64, ge=1, le=1024)
+    upload_max_files: int = Field(64, ge=1, le=1024, description="Images per upload")
     upload_max_pixels: int = Field(40_000_000, ge=1, description="Per image (width x height)")
     upload_max_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Whole request body")
-    upload_workers: int = Field(1, ge=1, le=16)
+    upload_workers: int = Field(1, ge=1, le=16, description="Uploads fused at the same time")
     upload_queue: int = Field(2, ge=0, le=64, description="Uploads that may wait for a worker before 503")
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token is not None else None
 
     def check_security(self) -> None:
-        """Raise ``ValueError`` when bound beyond loopback with no token and not ``insecure``."""
+        """Raise ``InputError`` when bound beyond loopback with no token and not ``insecure``."""
         if not is_loopback(self.host) and not self.token_value() and not self.insecure:
             raise InputError(f"refusing to listen on {self.host} without a token: set SURGIFUSE_TOKEN "
-                             "(clients then send it), or pass --insecure to allow anyone on the network")
+                             "(clients then send it), or pass --insecure to allow anyone on the network",
+                             field="host")
+
+    def live(self) -> LiveSettings:
+        """The live-pipeline part of these settings."""
+        return LiveSettings(**self.model_dump(include=set(LiveSettings.model_fields)))
 
 
-class RuntimeSettings(BaseModel):
-    """``GET /v1/settings`` body: what the running pipeline uses now."""
+class SettingsResponse(LiveSettings):
+    """``PUT /v1/settings`` body: the settings now in use, the engine options an engine switch
+    dropped (name: why) and warnings for the operator (the page shows them), e.g. an engine too slow
+    for the live budget on this machine."""
 
-    engine: str
-    k: int
-    threshold: int | None
-    jpeg_quality: int
-    align: bool
-    motion_guard: bool
-    motion_threshold: float
-    budget_ms: float | None
-
-
-class RuntimeSettingsUpdate(BaseModel):
-    """``PUT /v1/settings`` body: any subset of the fields; others keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str | None = Field(None, description="Engine name (see /v1/engines)")
-    k: int | None = Field(None, ge=1, le=64, description="Frames in the rolling focal stack")
-    threshold: int | None = Field(None, ge=0, le=65535, description="Focus-measure threshold T")
-    jpeg_quality: int | None = Field(None, ge=1, le=100)
-    align: bool | None = None
-    motion_guard: bool | None = None
-    motion_threshold: float | None = Field(None, ge=0, le=255)
-    budget_ms: float | None = Field(None, gt=0, le=10000)
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str | None) -> str | None:
-        from surgifuse.engines import engine_names
-
-        if value is not None and value not in engine_names():
-            raise InputError(f"unknown engine {value!r}; choose one of {', '.join(engine_names())}")
-        return value
+    dropped_options: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)

@@ -127,9 +127,8 @@ def decode_upload(items: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], lis
         names.extend([name] if len(pages) == 1 else [f"{name}[page {i}]" for i in range(len(pages))])
     try:
         imageio.check_stack_consistency(frames, names)
-    except ValueError as exc:
-        culprit = next((n for n in names if str(exc).startswith(n)), None)
-        raise UploadError(422, str(exc), file=culprit) from None
+    except InputError as exc:
+        raise UploadError(422, str(exc), file=exc.file) from None
     return frames, names
 
 
@@ -137,10 +136,15 @@ def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits)
     """Check, decode and fuse one upload with ``engine`` (an Engine instance)."""
     check_limits(items, limits)
     frames, names = decode_upload(items)
-    try:
-        result = engine.fuse(frames)
-    except (ValueError, TypeError) as exc:
-        raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}") from None
+    if len(frames) < 2:
+        raise UploadError(422, f"a focal stack needs at least 2 frames, got {len(frames)} ({names[0]}): "
+                               "there is nothing to fuse", file=names[0])
+    if engine.spec is not None:
+        try:
+            engine.spec.check_stack(len(frames), frames[0].shape, frames[0].dtype, file=names[0])
+        except InputError as exc:
+            raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}", file=exc.file) from None
+    result = engine.fuse(frames)
     return FusedUpload(result.image, result.depth_index, engine.name, names, dict(result.timings))
 
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from surgifuse.errors import InputError, InputTypeError
+from surgifuse.progress import track
 
 from .degradations import (
     PHOTONS_AT_WHITE,
@@ -479,13 +480,8 @@ def generate_dataset(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    indices = range(count)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="synth", unit="stack")
     written = []
-    for i in indices:
+    for i in track(range(count), desc="synth", unit="stack", enabled=progress):
         stack = generate_stack(int(seed) + i, **options)
         written.append(write_stack(stack, out_dir / f"stack_{i:04d}", overwrite=overwrite))
     return written

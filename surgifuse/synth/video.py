@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from surgifuse.errors import InputError, InputTypeError
+from surgifuse.progress import track
 
 from .degradations import PHOTONS_AT_WHITE, READ_NOISE_DN
 from .optics import NUMERICAL_APERTURE, Optics, layered_defocus
@@ -368,13 +369,8 @@ def write_sweep_video(
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV could not open an mp4v writer for {tmp}")
     focus_pos, focus_idx, offsets, masks = [], [], [], []
-    indices = range(frames)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="sweep video", unit="frame")
     try:
-        for t in indices:
+        for t in track(range(frames), desc="sweep video", unit="frame", enabled=progress):
             f = renderer.render(t)
             writer.write(cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
             focus_pos.append(f.focus_position)

@@ -1,64 +1,52 @@
-"""Run-time settings (``GET/PUT /v1/settings``), the engine list and the pipeline status."""
+"""Run-time settings (``GET/PUT /v1/settings``), the engines with what they accept, and the pipeline status."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
-from surgifuse.engines import engine_names
+from surgifuse.engines import engine_names, engine_spec
+from surgifuse.errors import InputError
+from surgifuse.live.settings import LiveSettings, LiveSettingsUpdate
 
 from ..auth import require_token
-from ..settings import RuntimeSettings, RuntimeSettingsUpdate
+from ..errors import input_error_response
+from ..settings import SettingsResponse
 
 router = APIRouter(prefix="/v1", tags=["settings"])
 
-# Fields where an explicit null means "back to the default" rather than "missing".
-_NULLABLE = {"threshold", "budget_ms"}
 
-
-def current_settings(request: Request) -> RuntimeSettings:
-    config = request.app.state.pipeline.config
-    return RuntimeSettings(jpeg_quality=request.app.state.publisher.jpeg_quality,
-                           **{k: getattr(config, k) for k in RuntimeSettings.model_fields if k != "jpeg_quality"})
-
-
-def _field_error(field: str, message: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}]},
-                        status_code=422)
-
-
-@router.get("/settings", response_model=RuntimeSettings, dependencies=[Depends(require_token)],
+@router.get("/settings", response_model=LiveSettings, dependencies=[Depends(require_token)],
             summary="The settings the live pipeline uses now")
-def get_settings(request: Request) -> RuntimeSettings:
-    return current_settings(request)
+def get_settings(request: Request) -> LiveSettings:
+    return request.app.state.pipeline.config
 
 
-@router.put("/settings", response_model=RuntimeSettings, dependencies=[Depends(require_token)],
-            summary="Change engine, K, threshold, JPEG quality... while the stream runs",
-            responses={422: {"description": "invalid value; detail[].loc names the field"}})
-def put_settings(update: RuntimeSettingsUpdate, request: Request):
-    changes = update.model_dump(exclude_unset=True)
-    for field, value in changes.items():
-        if value is None and field not in _NULLABLE:
-            return _field_error(field, f"{field} cannot be null")
-    quality = changes.pop("jpeg_quality", None)
-    if changes:
-        try:
-            request.app.state.pipeline.reconfigure(**changes)
-        except (ValueError, TypeError) as exc:
-            named = [f for f in changes if f in str(exc)]
-            field = named[0] if named else ("engine" if "engine" in changes else next(iter(changes)))
-            return _field_error(field, str(exc))
-    if quality is not None:
-        request.app.state.publisher.jpeg_quality = quality
-    return current_settings(request)
+@router.put("/settings", response_model=SettingsResponse, dependencies=[Depends(require_token)],
+            summary="Change engine, engine options, K, JPEG quality... while the stream runs",
+            responses={422: {"description": "a value the engine cannot honour; `field` and `detail[].loc` name "
+                                            "the field, `allowed` says what it accepts; nothing changed"}})
+def put_settings(update: LiveSettingsUpdate, request: Request):
+    pipeline, publisher = request.app.state.pipeline, request.app.state.publisher
+    try:
+        change = pipeline.apply(update.model_dump(exclude_unset=True))
+    except InputError as exc:
+        return input_error_response(exc)
+    publisher.jpeg_quality = change.settings.jpeg_quality
+    return SettingsResponse(**change.settings.model_dump(), dropped_options=change.dropped_options,
+                            warnings=pipeline.warnings)
 
 
-@router.get("/engines", summary="Engine names accepted by the settings and the upload")
+@router.get("/engines", summary="The engines: their options (type, bounds, default) and limits (largest K...)")
 def engines() -> dict:
-    return {"engines": engine_names()}
+    specs = []
+    for name in engine_names():
+        try:
+            specs.append(engine_spec(name).as_dict())
+        except InputError as exc:  # an engine whose optional dependency is missing from this build
+            specs.append({"name": name, "available": False, "detail": str(exc)})
+    return {"engines": engine_names(), "specs": specs}
 
 
-@router.get("/status", summary="Source state, frames published, connected clients")
+@router.get("/status", summary="Source state, frames published, connected clients, warnings")
 def status(request: Request) -> dict:
     return {**request.app.state.pipeline.status(), "clients": request.app.state.publisher.client_count}

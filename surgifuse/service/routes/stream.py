@@ -54,8 +54,9 @@ async def stream(websocket: WebSocket, view: str = "fused", ack: bool = False) -
             await websocket.send_text(json.dumps(payload))
 
     def status_message(kind: str) -> dict:
-        return {"type": kind, "server_ms": wall_ms(), "view": client.view, "source": pipeline.status(),
-                "settings": {**pipeline.config.as_dict(), "jpeg_quality": publisher.jpeg_quality},
+        status = pipeline.status()
+        return {"type": kind, "server_ms": wall_ms(), "view": client.view, "source": status,
+                "settings": pipeline.config.model_dump(), "warnings": status["warnings"],
                 "clients": publisher.client_count}
 
     async def sender() -> None:

@@ -43,14 +43,17 @@ async def fuse(
 ):
     app = request.app
     settings = app.state.settings
-    name = engine or app.state.pipeline.config.engine
+    live = app.state.pipeline.config
+    name = engine or live.engine
     if name not in engine_names():
         return _error(UploadError(422, f"unknown engine {name!r}; choose one of {', '.join(engine_names())}"))
+    # The live engine fuses with the live options; another engine with its defaults.
+    options = live.engine_options if name == live.engine else {}
     items = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
     limits = UploadLimits(settings.upload_max_files, settings.upload_max_pixels, settings.upload_max_bytes)
 
     def work():
-        fused = fuse_upload(items, engine=app.state.engine_factory(name, threshold=None), limits=limits)
+        fused = fuse_upload(items, engine=app.state.engine_factory(name, **options), limits=limits)
         if depth:
             return fused, response_json(fused, output)
         return fused, encode_image(fused.image, output)

@@ -10,6 +10,20 @@
   const ctx = canvas.getContext("2d");
   const el = (id) => document.getElementById(id);
   const VIEWS = ["fused", "raw", "depth"];
+  // The depth view's colour maps (the header's depth_scale.colormap names one), as the server draws
+  // them: OpenCV's COLORMAP_TURBO at entries 0, 5, 10, ..., 255 (linear between, off by at most
+  // 1.2 levels from the full map). tests/test_depth_legend.py checks them against the publisher.
+  const COLORMAPS = {
+    turbo: "30123b 36215f 3b2f80 3f3e9c 424bb5 4559cb 4666dd 4773eb 4680f6 458cfd 4099ff 38a5fb 2fb2f4 " +
+      "27bee9 1fc9dd 1ad4d0 18ddc2 1ae4b6 22ebaa 2ff19b 3ff68a 52fa7a 65fd69 79fe59 8bff4b 9cfe40 a9fb39 " +
+      "b7f735 c3f134 d0ea34 dbe236 e5d938 eecf3a f5c53a faba39 fdae35 fea130 fe932a fc8423 f9751d f46617 " +
+      "ef5811 e84b0c e14109 d83706 ce2d04 c32503 b71d02 a91601 9b0f01 8b0902 7a0403",
+  };
+  // What the depth colours stand for (docs/api.md, header field depth_scale).
+  const DEPTH_QUANTITIES = {
+    focus: { title: "depth · focus position", lo: "near", hi: "far" },
+    stack: { title: "depth · frame in the stack (capture order)", lo: "oldest", hi: "newest" },
+  };
 
   // Exposed for tests and for the curious: what the page measured.
   const stats = window.surgifuse = {
@@ -26,6 +40,7 @@
   const latencies = [];    // last 30 capture-to-display latencies, for a steady read-out
   let bestRtt = Infinity;
   let pingTimer = null;
+  let connectedAt = 0;
 
   function setState(state, text) {
     stats.state = state;
@@ -40,6 +55,26 @@
     b.classList.toggle("hidden", !text);
   }
 
+  // The colour bar of the depth view: shown while the picture is a depth map, labelled from the
+  // header's depth_scale (its colour map, what the colours stand for and the values at both ends).
+  let legendKey = null;
+  function legend(header) {
+    const scale = header && header.view === "depth" ? header.depth_scale : null;
+    const stops = scale && COLORMAPS[scale.colormap];
+    const quantity = scale && DEPTH_QUANTITIES[scale.quantity];
+    el("legend").classList.toggle("hidden", !(stops && quantity));
+    if (!(stops && quantity)) return;
+    const key = JSON.stringify(scale);
+    if (key === legendKey) return;
+    legendKey = key;
+    const colours = stops.split(" ");
+    el("legend-bar").style.background = "linear-gradient(to right, " +
+      colours.map((c, i) => `#${c} ${(100 * i / (colours.length - 1)).toFixed(3)}%`).join(", ") + ")";
+    el("legend-title").textContent = quantity.title;
+    el("legend-lo").textContent = `${scale.range[0]} ${quantity.lo}`;
+    el("legend-hi").textContent = `${scale.range[1]} ${quantity.hi}`;
+  }
+
   function streamUrl() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const q = new URLSearchParams({ view: stats.view, ack: "1" });
@@ -51,7 +86,9 @@
     setState(stats.reconnects ? "reconnecting" : "connecting");
     ws = new WebSocket(streamUrl());
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => { retryMs = 500; setState("live"); banner(""); ping(); pingTimer = setInterval(ping, 5000); };
+    ws.onopen = () => {
+      retryMs = 500; connectedAt = Date.now(); setState("live"); banner(""); ping(); pingTimer = setInterval(ping, 5000);
+    };
     ws.onmessage = (ev) => (typeof ev.data === "string" ? onControl(JSON.parse(ev.data)) : onFrame(ev.data));
     ws.onclose = (ev) => {
       clearInterval(pingTimer);
@@ -79,7 +116,9 @@
       const src = msg.source || {};
       if (src.state && src.state !== "running") {
         setState("source-down", "source " + src.state);
-        banner(`source ${src.state}${src.error ? ": " + src.error : ""} – showing the last frame`);
+        const why = `source ${src.state}${src.error ? ": " + src.error : ""}`;
+        // Only a picture that was shown can be "the last frame": before the first one the screen is black.
+        banner(stats.framesShown ? `${why} – showing the last frame` : `no signal – ${why}`);
       } else if (stats.state === "source-down") {
         setState("live"); banner("");
       }
@@ -133,6 +172,7 @@
     stats.latencyMs = sorted[Math.floor(sorted.length / 2)];
     stats.fps = shownTimes.length;
     if (stats.state === "live") banner("");
+    legend(header);
     el("fused-badge").classList.toggle("hidden", header.fused !== false);
     if (header.fused === false) el("fused-badge").textContent = `RAW (fail-safe: ${header.reason || "unfused"})`;
   }
@@ -147,12 +187,15 @@
     // A stalled stream must not look live: the latency read-out grows while nothing arrives.
     if (h && stats.state === "live" && Date.now() - shownTimes[shownTimes.length - 1] > 1000) {
       banner("no new frame for over 1 s");
+    } else if (!h && stats.state === "live" && Date.now() - connectedAt > 2000) {
+      banner("no signal – no frame received yet");
     }
   }
 
   function setView(view) {
     if (!VIEWS.includes(view)) return;
     stats.view = view;
+    if (view !== "depth") legend(null);  // at once: the next frame may take a moment
     document.querySelectorAll("#toggles button").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "view", view }));
     const q = new URLSearchParams(location.search);
