@@ -51,6 +51,23 @@ def maxfocus_factory(name, **options):
     return MaxFocusEngine()
 
 
+class DeadCamera:
+    """A camera that never opens: the service runs, and no frame ever comes."""
+
+    description = "camera:9"
+    fps = 30.0
+    paced = False
+
+    def open(self):
+        raise OSError("no camera at index 9")
+
+    def read(self):
+        return None
+
+    def close(self):
+        pass
+
+
 def textured_scene(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)

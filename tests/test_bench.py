@@ -10,9 +10,11 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import cuda_device_available
-from surgifuse.bench import compare, report as bench_report
+from optional import optional_import
+
+from surgifuse.bench import compare
+from surgifuse.bench import report as bench_report
 from surgifuse.bench.sizes import parse_size
 from surgifuse.bench.stats import percentile, summarize, throughput_fps
 
@@ -369,21 +371,6 @@ def test_e2e_rejects_a_non_websocket_url():
 
 
 # -- CLI -----------------------------------------------------------------------------------------------
-def _have(module, attr):
-    import importlib
-
-    try:
-        return hasattr(importlib.import_module(module), attr)
-    except ImportError:
-        return False
-
-
-needs_pipeline = pytest.mark.skipif(
-    not (_have("surgifuse.synth.video", "FocusSweepRenderer") and _have("surgifuse.engines.classical", "ClassicalEngine")),
-    reason="the synthetic sweep renderer or the classical engine is not there yet")
-
-
-@needs_pipeline
 def test_cli_smoke_writes_a_valid_json_and_png(tmp_path, capsys):
     from surgifuse.cli import main
 
@@ -467,7 +454,6 @@ def test_cli_warmup_below_k_names_option_k_and_value(capsys):
     assert "--warmup" in err and "5" in err and "got 3" in err
 
 
-@needs_pipeline
 def test_cli_progress_writes_no_carriage_returns_into_a_log(capsys):
     from surgifuse.cli import main
 
@@ -491,7 +477,7 @@ def test_require_cuda_says_what_was_probed(monkeypatch):
 
 
 def test_cuda_device_count_is_zero_when_the_probe_fails(monkeypatch):
-    core = pytest.importorskip("surgifuse._core")
+    from surgifuse import _core as core
     from surgifuse.bench import cuda
 
     def failing_probe():
@@ -514,7 +500,7 @@ def test_cuda_fmb_is_bit_exact_and_compared(rng):
 @pytest.mark.gpu
 @pytest.mark.skipif(not cuda_device_available(), reason="needs a CUDA device")
 def test_torch_fmb_on_the_device_equals_the_core(rng):
-    torch = pytest.importorskip("torch")
+    torch = optional_import("torch")
     from surgifuse import _core
     from surgifuse.learning.torch_focus_measure import focus_measure_torch
 
@@ -524,9 +510,9 @@ def test_torch_fmb_on_the_device_equals_the_core(rng):
     np.testing.assert_array_equal(got.astype(np.int64), _core.focus_measure(img).astype(np.int64))
 
 
-@pytest.mark.skipif(not _have("surgifuse.buffer", "FocalStackBuffer"), reason="the live buffer is not there yet")
 def test_e2e_against_the_real_service():
-    live_support = pytest.importorskip("live_support")
+    import live_support
+
     from surgifuse.bench.e2e import run_e2e
 
     with live_support.running_server(live_support.make_app(token="tok")) as base:

@@ -11,8 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-
-from live_support import make_app, running_server
+from live_support import DeadCamera, make_app, running_server
 
 CHROMIUM = os.environ.get("SURGIFUSE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -90,9 +89,8 @@ def test_page_shows_live_frames_and_read_out(page_url, tmp_path):
 
 def test_page_reconnects_when_the_server_comes_back():
     _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
     from live_support import free_port
+    from playwright.sync_api import sync_playwright
 
     port = free_port()
     with sync_playwright() as p:
@@ -159,23 +157,6 @@ def test_api_docs_render_with_other_hosts_unreachable(page_url):
     assert [u for u in elsewhere if not u.startswith("https://cdn.redoc.ly/redoc/logo")] == [], elsewhere
 
 
-class _DeadCamera:
-    """A camera that never opens: the service runs, and no frame ever comes."""
-
-    description = "camera:9"
-    fps = 30.0
-    paced = False
-
-    def open(self):
-        raise OSError("no camera at index 9")
-
-    def read(self):
-        return None
-
-    def close(self):
-        pass
-
-
 class _CameraThatDies:
     """Delivers ``frames`` images, then fails for good (unplugged)."""
 
@@ -227,7 +208,7 @@ def _banner_when_source_down(base: str) -> str:
 
 def test_a_source_that_never_delivered_shows_no_signal():
     _browser_or_skip()
-    with running_server(_app_on(_DeadCamera())) as base:
+    with running_server(_app_on(DeadCamera())) as base:
         banner = _banner_when_source_down(base).lower()
     # the screen is black: there is no "last frame" to show
     assert "no signal" in banner and "last frame" not in banner
@@ -326,3 +307,31 @@ def test_depth_view_shows_its_colour_scale_in_focus_positions(tmp_path):
     assert shown["scale"] == {"colormap": "turbo", "quantity": "focus", "range": [0, 1]}
     assert "focus position" in shown["title"]
     assert shown["lo"] == "0 near" and shown["hi"] == "1 far"
+
+
+def test_the_page_shows_a_warning_when_the_engine_is_too_slow_for_the_budget():
+    _browser_or_skip()
+    import httpx
+    from live_support import MaxFocusEngine
+    from playwright.sync_api import sync_playwright
+
+    def factory(name, **options):
+        return MaxFocusEngine(delay_s=0.2 if name == "msmfm" else 0.0)
+
+    with running_server(make_app(engine_factory=factory, budget_ms=50.0)) as base:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 800, "height": 500})
+                page.goto(base + "/")
+                page.wait_for_function("window.surgifuse && window.surgifuse.framesShown >= 2", timeout=20_000)
+                assert not page.is_visible("#warnings")
+                r = httpx.put(f"{base}/v1/settings", json={"engine": "msmfm"})
+                assert r.status_code == 200 and r.json()["warnings"]
+                page.wait_for_selector("#warnings", state="visible", timeout=10_000)
+                shown = page.inner_text("#warnings")
+                httpx.put(f"{base}/v1/settings", json={"engine": "classical"})
+                page.wait_for_selector("#warnings", state="hidden", timeout=10_000)
+            finally:
+                browser.close()
+    assert shown == r.json()["warnings"][0] and "50 ms budget" in shown

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -270,3 +269,26 @@ def test_subprocess_with_classical_engine(tmp_path, rng):
     assert fused.shape == base.shape
     # The sharp middle frame dominates: the fused image is closer to it than to a blurred one.
     assert np.abs(fused.astype(float) - base).mean() < np.abs(frames[0].astype(float) - base).mean()
+
+
+def test_a_one_frame_stack_is_an_error_not_a_copy(tmp_path, rng, capsys):
+    # It used to exit 0 and write the input as the "fused" image.
+    stack = _write_stack(tmp_path / "s", [_texture(rng)])
+    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png")])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "at least 2 frames", "frame_0.png")
+
+
+def test_engine_options_are_checked_against_the_engine(tmp_path, rng, capsys):
+    stack = _write_stack(tmp_path / "s", [_texture(rng) for _ in range(3)])
+    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--engine-option", "threshold=-1"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "--engine-option", "threshold", "[0, 1048576]")
+    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--engine", "msmfm",
+               "--engine-option", "threshold=9"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "'msmfm' has no option 'threshold'")
+    frames16 = [(_texture(rng).astype(np.uint16) * 257) for _ in range(3)]
+    stack16 = _write_stack(tmp_path / "s16", frames16, ext=".tif")
+    rc = main(["fuse", str(stack16), "-o", str(tmp_path / "fused.tif"), "--engine", "fn"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "'fn' takes uint8", "uint16")
+    out = tmp_path / "fused.png"
+    assert main(["fuse", str(stack), "-o", str(out), "--engine-option", "threshold=0", "--quiet"]) == 0
+    assert read_image(out).shape == (96, 128, 3)

@@ -1,15 +1,14 @@
 """Engine ``fn`` on the shipped ONNX models: streaming equals whole stack, ONNX Runtime equals PyTorch,
 outputs in range, bad input rejected."""
 
-import json
 
 import numpy as np
 import pytest
 from optional import optional_import
 
 from surgifuse.engines import create_engine
-from surgifuse.errors import InputError
 from surgifuse.engines.onnx_models import find_model
+from surgifuse.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +56,11 @@ def test_streaming_equals_whole_stack_graph(engine, stack):
 
 def test_onnx_matches_pytorch(engine, stack):
     torch = optional_import("torch")
-    from surgifuse.learning.models import FusionNet
-    from surgifuse.learning.config import FusionNetConfig, config_from_dict
     import onnx
     from onnx import numpy_helper
+
+    from surgifuse.learning.config import FusionNetConfig, config_from_dict
+    from surgifuse.learning.models import FusionNet
 
     # Rebuild the PyTorch model from the shipped whole-stack graph's weights (exported in module order).
     sidecar = engine.model_info

@@ -10,10 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
-from surgifuse.evaluation import (BEST_FRAME, ORACLE, best_single_frame, depth_oracle, evaluate, find_stacks,
-                                  load_eval_stack, oracle_index)
-from surgifuse.evaluation.report import format_table, to_jsonable
 from surgifuse.errors import InputError
+from surgifuse.evaluation import (
+    BEST_FRAME,
+    ORACLE,
+    best_single_frame,
+    depth_oracle,
+    evaluate,
+    find_stacks,
+    load_eval_stack,
+    oracle_index,
+)
+from surgifuse.evaluation.report import format_table, to_jsonable
 from surgifuse.evaluation.run import create_engines, stack_needs_alignment
 from surgifuse.imageio import write_image
 

@@ -8,7 +8,14 @@ torch = optional_import("torch")
 
 from surgifuse.learning.config import AutoencoderConfig, FusionNetConfig  # noqa: E402
 from surgifuse.learning.losses import (  # noqa: E402
-    AllInFocusLoss, EdgeLoss, FusionLoss, IdentityLoss, PerceptualLoss, ReconstructionLoss, canny_edges, gaussian_ssim,
+    AllInFocusLoss,
+    EdgeLoss,
+    FusionLoss,
+    IdentityLoss,
+    PerceptualLoss,
+    ReconstructionLoss,
+    canny_edges,
+    gaussian_ssim,
 )
 from surgifuse.learning.models import Autoencoder, FusionNet  # noqa: E402
 

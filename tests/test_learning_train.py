@@ -10,7 +10,7 @@ from optional import optional_import
 torch = optional_import("torch")
 
 from surgifuse.cli import main  # noqa: E402
-from surgifuse.learning.config import DataConfig, FusionNetConfig, TrainConfig  # noqa: E402
+from surgifuse.learning.config import DataConfig, TrainConfig  # noqa: E402
 from surgifuse.learning.data import CropSampler, load_stacks  # noqa: E402
 from surgifuse.learning.train import load_checkpoint, train  # noqa: E402
 

@@ -8,14 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from live_support import focus_sweep, textured_scene
 
 from surgifuse.live.capture import CaptureThread
 from surgifuse.live.frames import LatestSlot
 from surgifuse.live.motion_guard import MotionGuard
 from surgifuse.live.publisher import ClientSlot, colourize_depth, pack_frame, unpack_frame
 from surgifuse.live.sources import ArraySource, SyntheticSweepSource, VideoCaptureSource, open_source
-
-from live_support import focus_sweep, textured_scene
 
 
 # ------------------------------------------------------------------------------------------ slots

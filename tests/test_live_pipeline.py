@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 import numpy as np
 import pytest
+from live_support import MaxFocusEngine, focus_sweep, maxfocus_factory
 
+from surgifuse.errors import InputError
 from surgifuse.live.frames import CapturedFrame
 from surgifuse.live.metrics import LiveMetrics
 from surgifuse.live.pipeline import LivePipeline
-from surgifuse.errors import InputError
-from surgifuse.live.settings import LiveSettings
 from surgifuse.live.processor import FrameProcessor
 from surgifuse.live.publisher import FramePublisher, unpack_frame
+from surgifuse.live.settings import LiveSettings
 from surgifuse.live.sources import ArraySource
-
-from live_support import MaxFocusEngine, focus_sweep, maxfocus_factory
 
 
 class Collector:
@@ -82,21 +82,25 @@ def test_pipeline_publishes_fused_frames_in_order():
     assert pipeline.status()["state"] in ("running", "stopped")
 
 
-def test_engine_error_publishes_the_raw_frame_and_keeps_going():
+def test_engine_error_publishes_the_raw_frame_keeps_going_and_logs_once(caplog):
     collector = Collector()
     metrics = LiveMetrics()
-    source = ArraySource(focus_sweep(48, 64, k=5), fps=60.0)
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=120.0)
     factory = lambda name, **options: MaxFocusEngine(fail=True)  # noqa: E731
     pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=2000.0),
                             engine_factory=factory, metrics=metrics)
-    pipeline.start()
-    try:
-        items = collector.wait_for(6)
-    finally:
-        pipeline.stop()
+    with caplog.at_level(logging.WARNING, logger="surgifuse.live.pipeline"):
+        pipeline.start()
+        try:
+            items = collector.wait_for(40)
+        finally:
+            pipeline.stop()
     assert all(not p.fused and p.reason == "error" for p in items)
     assert all(p.image is p.raw and p.depth is None for p in items)
-    assert metrics.frames_unfused.labels("error")._value.get() >= 6
+    assert metrics.frames_unfused.labels("error")._value.get() >= 40
+    # One warning with the reason, not one per frame (a hospital's log would fill at 30 lines/s).
+    failures = [r for r in caplog.records if "fail" in r.getMessage()]
+    assert len(failures) == 1 and "engine failure (test)" in failures[0].getMessage()
 
 
 def test_engine_over_budget_publishes_raw_and_drops_the_late_result():
@@ -203,3 +207,22 @@ def test_publisher_rejects_bad_quality_and_view():
         publisher.jpeg_quality = 0
     with pytest.raises(ValueError, match="view"):
         publisher._check_view("infrared")
+
+
+def test_a_too_slow_engine_is_measured_and_warned_about():
+    collector = Collector()
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=60.0)
+    factory = lambda name, **options: MaxFocusEngine(delay_s=0.06 if name == "msmfm" else 0.0)  # noqa: E731
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=30.0),
+                            engine_factory=factory, metrics=LiveMetrics())
+    assert pipeline.check_capability((48, 64, 3)).fits and pipeline.warnings == []
+    change = pipeline.apply({"engine": "msmfm"})
+    assert change.settings.engine == "msmfm"
+    pipeline.frame_shape = (48, 64, 3)  # as the capture thread records it
+    pipeline.apply({"budget_ms": 31.0})  # a change of budget measures again
+    cap = pipeline.capability
+    assert cap is not None and not cap.fits and cap.step_ms >= 60
+    assert len(pipeline.warnings) == 1 and "'msmfm'" in pipeline.warnings[0] and "64x48" in pipeline.warnings[0]
+    assert pipeline.status()["warnings"] == pipeline.warnings
+    pipeline.apply({"engine": "classical"})
+    assert pipeline.warnings == []

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from live_support import make_app, receive_frames, running_server, ws_url
 from PIL import Image
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-from live_support import make_app, receive_frames, running_server, ws_url
 
 from surgifuse.service.settings import ServiceSettings, is_loopback
 
@@ -127,6 +127,67 @@ def test_bad_settings_get_422_naming_the_field(server, body, field):
     assert httpx.get(f"{server}/v1/settings").json()["k"] == 5  # nothing changed
 
 
+def test_a_k_the_engine_cannot_take_is_refused_with_the_allowed_range(server):
+    # The decision core takes at most 31 frames: 40 used to answer 200, then every frame went out raw.
+    r = httpx.put(f"{server}/v1/settings", json={"k": 40})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["field"] == "k" and body["allowed"] == "1..31" and "'classical'" in body["detail"][0]["msg"]
+    r = httpx.put(f"{server}/v1/settings", json={"engine": "msmfm", "k": 40})  # msmfm takes any K
+    assert r.status_code == 200 and r.json()["k"] == 40
+    r = httpx.put(f"{server}/v1/settings", json={"engine": "classical"})  # ... and classical not 40
+    assert r.status_code == 422 and r.json()["field"] == "k"
+    assert httpx.put(f"{server}/v1/settings", json={"engine": "classical", "k": 5}).status_code == 200
+
+
+def test_switching_engine_keeps_accepted_options_and_reports_dropped(server):
+    r = httpx.put(f"{server}/v1/settings", json={"engine_options": {"threshold": 9, "filter_radius": 2}})
+    assert r.status_code == 200 and r.json()["engine_options"] == {"threshold": 9, "filter_radius": 2}
+    for engine in ("msmfm", "fn", "autoencoder"):
+        r = httpx.put(f"{server}/v1/settings", json={"engine": "classical", "engine_options":
+                                                     {"threshold": 9, "filter_radius": 2}})
+        assert r.status_code == 200
+        r = httpx.put(f"{server}/v1/settings", json={"engine": engine})
+        assert r.status_code == 200, r.text  # it used to be a 422 with a Python TypeError text
+        body = r.json()
+        assert body["engine"] == engine and "threshold" in body["dropped_options"]
+        if engine == "autoencoder":  # it has a filter_radius of its own
+            assert body["engine_options"] == {"filter_radius": 2}
+        else:
+            assert set(body["dropped_options"]) == {"threshold", "filter_radius"} and body["engine_options"] == {}
+    httpx.put(f"{server}/v1/settings", json={"engine": "classical", "engine_options": None})
+
+
+def test_engines_lists_what_each_accepts(server):
+    body = httpx.get(f"{server}/v1/engines").json()
+    specs = {spec["name"]: spec for spec in body["specs"]}
+    assert set(specs) == set(body["engines"]) >= {"classical", "fn", "autoencoder", "msmfm"}
+    threshold = next(o for o in specs["classical"]["options"] if o["name"] == "threshold")
+    assert threshold["default"] == 7 and threshold["minimum"] == 0 and threshold["type"] == "int"
+    assert specs["classical"]["limits"]["max_k"] == 31 and specs["msmfm"]["limits"]["max_k"] is None
+    assert specs["fn"]["limits"]["dtypes"] == ["uint8"]
+
+
+def test_a_too_slow_engine_answers_with_a_warning_the_stream_carries():
+    from live_support import MaxFocusEngine
+
+    def factory(name, **options):
+        return MaxFocusEngine(delay_s=0.2 if name == "msmfm" else 0.0)
+
+    with running_server(make_app(engine_factory=factory, budget_ms=50.0)) as base:
+        with connect(ws_url(base)) as ws:
+            receive_frames(ws, 2)
+        r = httpx.put(f"{base}/v1/settings", json={"engine": "msmfm"})
+        assert r.status_code == 200
+        warnings = r.json()["warnings"]
+        assert len(warnings) == 1 and "'msmfm'" in warnings[0] and "50 ms budget" in warnings[0]
+        with connect(ws_url(base)) as ws:
+            hello = json.loads(ws.recv(timeout=10))
+        assert hello["type"] == "hello" and hello["warnings"] == warnings
+        r = httpx.put(f"{base}/v1/settings", json={"engine": "classical"})
+        assert r.json()["warnings"] == []
+
+
 # ----------------------------------------------------------------------------------------- security
 def test_token_is_required_on_stream_upload_and_settings():
     with running_server(make_app(token="s3cret")) as base:
@@ -195,23 +256,9 @@ def test_the_service_never_imports_torch():
 def test_a_dead_source_is_reported_and_the_service_stays_up():
     import json as _json
 
+    from live_support import DeadCamera, maxfocus_factory
+
     from surgifuse.service.app import create_app
-
-    from live_support import maxfocus_factory
-
-    class DeadCamera:
-        description = "camera:9"
-        fps = 30.0
-        paced = False
-
-        def open(self):
-            raise OSError("no camera at index 9")
-
-        def read(self):
-            return None
-
-        def close(self):
-            pass
 
     app = create_app(ServiceSettings(_env_file=None, align=False), source=DeadCamera(), engine_factory=maxfocus_factory)
     with running_server(app) as base:

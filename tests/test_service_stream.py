@@ -8,9 +8,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-from websockets.sync.client import connect
-
 from live_support import make_app, receive_frames, running_server, ws_url
+from websockets.sync.client import connect
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
+from live_support import MaxFocusEngine, focus_sweep, make_app, running_server
 
 from surgifuse import imageio
-
-from live_support import MaxFocusEngine, focus_sweep, make_app, running_server
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +144,8 @@ def test_busy_workers_answer_503_with_retry_after():
 
 
 def test_upload_leaves_the_live_stream_alone(server):
-    from websockets.sync.client import connect
-
     from live_support import receive_frames, ws_url
+    from websockets.sync.client import connect
 
     with connect(ws_url(server)) as ws:
         before, _ = receive_frames(ws, 2)
@@ -195,3 +193,25 @@ def test_round_trip_with_the_real_classical_engine():
     assert body["engine"] == "classical"
     assert np.array_equal(image, expected.image)
     assert np.allclose(depth, expected.depth_index)
+
+
+def test_a_single_frame_is_not_a_stack(server):
+    r = httpx.post(f"{server}/v1/fuse", files=_pngs(focus_sweep(48, 64, k=1)))
+    assert r.status_code == 422 and "at least 2 frames" in r.json()["detail"] and r.json()["file"] == "f0.png"
+
+
+def test_a_stack_the_engine_cannot_take_is_refused_before_fusing():
+    from surgifuse.live.pipeline import default_engine_factory
+
+    with running_server(make_app(engine_factory=default_engine_factory)) as base:
+        frames16 = [(f.astype(np.uint16) * 257) for f in focus_sweep(32, 40, k=3)]
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.stack(frames16), photometric="rgb")
+        r = httpx.post(f"{base}/v1/fuse", files=[("files", ("stack.tif", buf.getvalue(), "image/tiff"))],
+                       data={"engine": "fn"})
+        assert r.status_code == 422 and "'fn' takes uint8" in r.json()["detail"]
+        many = [focus_sweep(16, 16, k=1, seed=s)[0] for s in range(32)]
+        r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "classical"})
+        assert r.status_code == 422 and "1..31" in r.json()["detail"]
+        r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "msmfm"})  # any K
+        assert r.status_code == 200, r.text

@@ -18,7 +18,15 @@ from surgifuse.decision import MAX_RADIUS, MAX_STACK_SIZE
 from surgifuse.errors import InputError, InputTypeError
 
 from .base import Engine, FusionResult, validate_stack
-from .onnx_models import DEVICE_OPTION, THREADS_OPTION, choose_providers, load_model_info, open_session, run_session
+from .onnx_models import (
+    DEVICE_OPTION,
+    THREADS_OPTION,
+    choose_providers,
+    load_model_info,
+    model_option,
+    open_session,
+    run_session,
+)
 from .spec import EngineLimits, EngineOption, EngineSpec
 
 # Activity values (mean absolute feature gradient of [0, 1] images) are below ~10; 2^20 keeps
@@ -30,8 +38,7 @@ SPEC = EngineSpec(
     name="autoencoder",
     summary="self-supervised autoencoder feature gradients (paper 003) with the classical decision",
     options=(
-        EngineOption("model", str, "autoencoder", "model name (<model>_activity.onnx in models/ or "
-                     "SURGIFUSE_MODELS) or the path of its .json sidecar"),
+        model_option("autoencoder", "<model>_activity.onnx"),
         EngineOption("filter_radius", int, 3, "majority filter of the labels over (2r+1)^2 px (0: off)",
                      minimum=0, maximum=MAX_RADIUS),
         EngineOption("blend_radius", int, 2, "label-fraction blend at boundaries over (2r+1)^2 px (0: hard seams)",

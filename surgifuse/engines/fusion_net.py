@@ -18,8 +18,16 @@ import numpy as np
 from surgifuse.errors import InputError, InputTypeError
 
 from .base import Engine, FusionResult, validate_stack
-from .onnx_models import DEVICE_OPTION, THREADS_OPTION, choose_providers, load_model_info, open_session, run_session
-from .spec import EngineLimits, EngineOption, EngineSpec
+from .onnx_models import (
+    DEVICE_OPTION,
+    THREADS_OPTION,
+    choose_providers,
+    load_model_info,
+    model_option,
+    open_session,
+    run_session,
+)
+from .spec import EngineLimits, EngineSpec
 
 
 def fmb_settings(sidecar: dict, model: str) -> tuple[str, dict, float]:
@@ -55,8 +63,7 @@ SPEC = EngineSpec(
     name="fn",
     summary="the Fusion Network of paper 000 (ONNX Runtime): per-frame encoder, max over the stack, refinement",
     options=(
-        EngineOption("model", str, "fusion_net", "model name (<model>_encoder.onnx and <model>_fuse.onnx in "
-                     "models/ or SURGIFUSE_MODELS) or the path of its .json sidecar"),
+        model_option("fusion_net", "<model>_encoder.onnx and <model>_fuse.onnx"),
         DEVICE_OPTION,
         THREADS_OPTION,
     ),

@@ -21,6 +21,14 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 #: The options every ONNX engine shares (declared once, used in each engine's ``SPEC``).
 DEVICE_OPTION = EngineOption("device", str, "auto", "ONNX Runtime execution providers: auto (the GPU when "
                              "onnxruntime-gpu is installed), cpu or cuda", choices=("auto", "cpu", "cuda"))
+
+
+def model_option(default: str, graphs: str) -> EngineOption:
+    """The ``model`` option of an ONNX engine: a model name found in ``model_dirs()`` or a sidecar path."""
+    return EngineOption("model", str, default, f"model name ({graphs} in models/ or SURGIFUSE_MODELS) or the "
+                        "path of its .json sidecar")
+
+
 THREADS_OPTION = EngineOption("threads", int, 2, "intra-op threads of ONNX Runtime on the CPU (0: its default)",
                               minimum=0, maximum=64)
 

@@ -20,7 +20,9 @@ from surgifuse.live.pipeline import LivePipeline, default_engine_factory
 from surgifuse.live.publisher import FramePublisher
 from surgifuse.live.sources import FrameSource, open_source
 
-from .routes import health, page, settings as settings_routes, stream, upload as upload_routes
+from .routes import health, page, stream
+from .routes import settings as settings_routes
+from .routes import upload as upload_routes
 from .routes.page import STATIC_DIR
 from .settings import ServiceSettings
 from .upload import UploadWorkers

@@ -28,7 +28,7 @@
   // Exposed for tests and for the curious: what the page measured.
   const stats = window.surgifuse = {
     state: "connecting", view: params.get("view") || "fused", framesShown: 0, framesReceived: 0,
-    lastHeader: null, latencyMs: null, fps: null, clockOffsetMs: 0, rttMs: null, reconnects: 0,
+    lastHeader: null, warnings: [], latencyMs: null, fps: null, clockOffsetMs: 0, rttMs: null, reconnects: 0,
   };
   if (!VIEWS.includes(stats.view)) stats.view = "fused";
 
@@ -106,6 +106,15 @@
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ping", t: Date.now() }));
   }
 
+  // Lines for the operator from the server (an engine too slow for the live budget, say): shown in
+  // the read-out until the server stops sending them.
+  function showWarnings(lines) {
+    stats.warnings = lines;
+    const w = el("warnings");
+    w.textContent = lines.join("\n");
+    w.classList.toggle("hidden", !lines.length);
+  }
+
   function onControl(msg) {
     if (msg.type === "pong" && typeof msg.t === "number") {
       // Offset of the server clock against ours from the round trip with the smallest delay.
@@ -113,6 +122,7 @@
       stats.rttMs = rtt;
       if (rtt <= bestRtt) { bestRtt = rtt; stats.clockOffsetMs = msg.server_ms - (msg.t + now) / 2; }
     } else if (msg.type === "hello" || msg.type === "status") {
+      showWarnings(msg.warnings || []);
       const src = msg.source || {};
       if (src.state && src.state !== "running") {
         setState("source-down", "source " + src.state);
