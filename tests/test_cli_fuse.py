@@ -126,7 +126,7 @@ def test_alignment_registers_shifted_frames(tmp_path, rng, tiny_engine, capsys):
         before = np.abs(sent[inner].astype(float) - base[inner]).mean()
         after = np.abs(got[inner].astype(float) - base[inner]).mean()
         assert after <= 0.25 * before + 1.0
-    assert "largest frame motion 4." in capsys.readouterr().out
+    assert "2 of 2 frames moved, the most by 4." in capsys.readouterr().out
 
 
 def test_explicit_files_and_reference_index(tmp_path, rng, tiny_engine):
@@ -292,3 +292,18 @@ def test_engine_options_are_checked_against_the_engine(tmp_path, rng, capsys):
     out = tmp_path / "fused.png"
     assert main(["fuse", str(stack), "-o", str(out), "--engine-option", "threshold=0", "--quiet"]) == 0
     assert read_image(out).shape == (96, 128, 3)
+
+
+def test_a_still_stack_fuses_bit_equal_to_no_align(tmp_path):
+    # Alignment may not touch what did not move: the default path equals --no-align to the bit.
+    from surgifuse import synth
+
+    stack = synth.generate_stack(502, height=256, width=320, k=5, scene="mixed", instrument=True, noise=True,
+                                 jpeg_quality=90, numerical_aperture=0.13)
+    folder = _write_stack(tmp_path / "s", list(stack.frames))
+    aligned, plain = tmp_path / "fused_aligned.png", tmp_path / "fused_plain.png"
+    assert main(["fuse", str(folder), "-o", str(aligned), "--depth", str(tmp_path / "d1.png"), "--quiet"]) == 0
+    assert main(["fuse", str(folder), "-o", str(plain), "--depth", str(tmp_path / "d2.png"), "--no-align",
+                 "--quiet"]) == 0
+    np.testing.assert_array_equal(read_image(aligned), read_image(plain))
+    np.testing.assert_array_equal(read_image(tmp_path / "d1.png"), read_image(tmp_path / "d2.png"))

@@ -215,3 +215,25 @@ def test_a_stack_the_engine_cannot_take_is_refused_before_fusing():
         assert r.status_code == 422 and "1..31" in r.json()["detail"]
         r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "msmfm"})  # any K
         assert r.status_code == 200, r.text
+
+
+def test_upload_registers_frames_that_moved_as_fuse_does():
+    # POST /v1/fuse takes the offline path of `surgifuse fuse`: frames that moved are registered
+    # (it did not align at all before), frames that did not are left alone.
+    import cv2
+
+    from surgifuse.engines import create_engine
+    from surgifuse.fusion import fuse_focal_stack
+    from surgifuse.live.pipeline import default_engine_factory
+
+    rng = np.random.default_rng(3)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (200, 260, 3), dtype=np.uint8), (0, 0), 1.2)
+    frames = [scene[10 + dy:170 + dy, 10 + dx:230 + dx].copy() for dy, dx in ((0, 0), (3, -4), (-2, 5))]
+    with running_server(make_app(engine_factory=default_engine_factory)) as base:
+        moved = httpx.post(f"{base}/v1/fuse", files=_pngs(frames), data={"engine": "classical"})
+        plain = httpx.post(f"{base}/v1/fuse", files=_pngs(frames), data={"engine": "classical", "align": "false"})
+    assert moved.status_code == 200 and plain.status_code == 200
+    assert moved.headers["x-surgifuse-moved"] == "2" and plain.headers["x-surgifuse-moved"] == "0"
+    expected = fuse_focal_stack(create_engine("classical"), frames).result.image
+    assert np.array_equal(imageio.decode_image(moved.content, "answer"), expected)
+    assert not np.array_equal(imageio.decode_image(plain.content, "answer"), expected)

@@ -1,4 +1,5 @@
-"""``surgifuse fuse``: read a focal stack, align it to its middle frame, fuse it, write the results.
+"""``surgifuse fuse``: read a focal stack, register it onto its middle frame, fuse it, write the results
+(``surgifuse.fusion.fuse_focal_stack``, the one offline path the upload and ``eval`` share).
 
 Outputs are encoded in memory first and renamed into place only when all of them are on disk, so a
 failing run leaves no OUT (nor a half-written one) behind.
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import align as alignment
     from .. import engines, imageio
+    from ..fusion import fuse_focal_stack
 
     t_start = time.perf_counter()
     outputs = {"output": args.output, "depth": args.depth, "confidence": args.confidence}
@@ -92,14 +94,9 @@ def run(args: argparse.Namespace) -> int:
     engine = engines.create_engine(args.engine, **options)
     t_read = time.perf_counter()
 
-    transforms = None
-    if args.align and k > 1:
-        frames, transforms = alignment.align_stack(
-            frames, reference=reference, max_side=max_side, interpolation=args.interpolation
-        )
-    t_align = time.perf_counter()
-
-    result = engine.fuse(frames)
+    fusion = fuse_focal_stack(engine, frames, align=args.align, reference=reference, max_side=max_side,
+                              interpolation=args.interpolation)
+    result = fusion.result
     t_fuse = time.perf_counter()
 
     fused = np.asarray(result.image)
@@ -127,15 +124,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         h, w = frames[0].shape[:2]
-        motion = ""
-        if transforms is not None:
-            worst = max(t.max_displacement((h, w)) for t in transforms)
-            scales = [t.scale for t in transforms]
-            motion = f" (largest frame motion {worst:.1f} px, scale {min(scales):.4f}..{max(scales):.4f})"
-        align_text = f"align {1000 * (t_align - t_read):.0f} ms{motion}" if transforms is not None else "align off"
+        if args.align:
+            moved = [r for r in fusion.registrations if r.significant]
+            motion = (f"{len(moved)} of {k - 1} frames moved, the most by {max(r.displacement for r in moved):.1f} px"
+                      if moved else "no frame moved")
+            align_text = f"register {fusion.timings['register']:.0f} ms ({motion})"
+        else:
+            align_text = "align off"
         print(
             f"fused K={k} {w}x{h} {frames[0].dtype} engine={args.engine}: read {1000 * (t_read - t_start):.0f} ms, "
-            f"{align_text}, fuse {1000 * (t_fuse - t_align):.0f} ms, write {1000 * (t_write - t_fuse):.0f} ms "
+            f"{align_text}, fuse {fusion.timings['fuse']:.0f} ms, write {1000 * (t_write - t_fuse):.0f} ms "
             f"-> {', '.join(map(str, files))}"
         )
     return 0

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from surgifuse.errors import InputError
+from surgifuse.fusion import fuse_focal_stack
 
 from . import metrics
 from .references import best_single_frame, depth_oracle
@@ -72,12 +73,15 @@ def align_available() -> bool:
     return True
 
 
-def _align(frames: list[np.ndarray]) -> list[np.ndarray]:
-    from ..align import align_stack
+def _register(frames: list[np.ndarray]) -> tuple[list, list[np.ndarray]]:
+    """Registrations onto the middle frame (the synthetic truth lies in its coordinates) and the
+    frames as the oracle sees them: warped where the motion was significant."""
+    from ..align import register_stack, warp
 
-    # The middle frame is the reference: the synthetic truth lies in its coordinates.
-    aligned, _ = align_stack(frames, reference="middle")
-    return list(aligned)
+    registrations = register_stack(frames, reference="middle")
+    aligned = [warp(f, r.transform, interpolation="lanczos") if r.significant else f
+               for f, r in zip(frames, registrations)]
+    return registrations, aligned
 
 
 def stack_needs_alignment(meta: dict) -> bool:
@@ -251,12 +255,14 @@ def evaluate(
                     on_fused(stack, ORACLE, oracle, entry["results"][ORACLE])
 
         frames = stack.frames
+        registrations = None
         entry["aligned"] = bool(align) if align is not None else (
             align_available() and stack_needs_alignment(stack.meta))
         if entry["aligned"]:
             t0 = time.perf_counter()
-            frames = _align(frames)
+            registrations, frames = _register(frames)
             entry["align_seconds"] = time.perf_counter() - t0
+            entry["moved"] = sum(1 for r in registrations if r.significant)
             if stack.has_truth and stack.has_oracle:
                 # The same selection on the frames the engines fused: with breathing or motion the
                 # as-given oracle mixes misregistered frames, this one shows what alignment allows.
@@ -268,7 +274,10 @@ def evaluate(
         for name, engine in engines.items():
             t0 = time.perf_counter()
             try:
-                result = engine.fuse(frames)
+                # The offline path of `surgifuse fuse` and the upload: focus measured on the raw
+                # frames, warped where they moved.
+                fusion = fuse_focal_stack(engine, stack.frames, align=False, registrations=registrations)
+                result = fusion.result
             except Exception as exc:
                 raise RuntimeError(
                     f"engine {name!r} failed on stack {stack.path}: {type(exc).__name__}: {exc}"
@@ -280,7 +289,7 @@ def evaluate(
                     f"engine {name!r} returned {image.shape} {image.dtype} for frames of "
                     f"{stack.frames[0].shape} {stack.frames[0].dtype}"
                 )
-            scores = score_image(image, stack, inputs=frames, border=border, no_reference=score_nr)
+            scores = score_image(image, stack, inputs=fusion.frames, border=border, no_reference=score_nr)
             scores["seconds"] = seconds
             entry["results"][name] = scores
             if on_fused:

@@ -52,6 +52,8 @@ class FusedUpload:
     engine: str
     names: list[str]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Frames registration moved (warped) onto the middle one.
+    moved: int = 0
 
 
 def image_size(data: bytes) -> list[tuple[int, int]] | None:
@@ -132,8 +134,11 @@ def decode_upload(items: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], lis
     return frames, names
 
 
-def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits) -> FusedUpload:
-    """Check, decode and fuse one upload with ``engine`` (an Engine instance)."""
+def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits, align: bool = True) -> FusedUpload:
+    """Check, decode, register and fuse one upload with ``engine`` (an Engine instance), by the
+    offline path ``surgifuse fuse`` takes (``surgifuse.fusion.fuse_focal_stack``)."""
+    from surgifuse.fusion import fuse_focal_stack
+
     check_limits(items, limits)
     frames, names = decode_upload(items)
     if len(frames) < 2:
@@ -144,8 +149,10 @@ def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits)
             engine.spec.check_stack(len(frames), frames[0].shape, frames[0].dtype, file=names[0])
         except InputError as exc:
             raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}", file=exc.file) from None
-    result = engine.fuse(frames)
-    return FusedUpload(result.image, result.depth_index, engine.name, names, dict(result.timings))
+    fusion = fuse_focal_stack(engine, frames, align=align)
+    timings = {**fusion.timings, **fusion.result.timings}
+    return FusedUpload(fusion.result.image, fusion.result.depth_index, engine.name, names, timings,
+                       moved=fusion.moved)
 
 
 def encode_depth_tiff(depth: np.ndarray) -> bytes:
@@ -166,6 +173,7 @@ def response_json(fused: FusedUpload, output: str) -> dict:
         "width": int(fused.image.shape[1]),
         "height": int(fused.image.shape[0]),
         "timings": fused.timings,
+        "moved": fused.moved,
         "image": {"format": output, "media_type": f"image/{output}",
                   "data": base64.b64encode(imageio.encode_image(fused.image, output)).decode()},
         "depth": {"format": "tiff", "dtype": "float32", "range": [0, len(fused.names) - 1],

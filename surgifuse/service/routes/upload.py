@@ -40,6 +40,8 @@ async def fuse(
     engine: str | None = Form(None, description="Engine name; default: the live engine"),
     output: Literal["png", "tiff"] = Form("png", description="Format of the fused image"),
     depth: bool = Form(False, description="Also return the depth map: the answer becomes JSON"),
+    align: bool = Form(True, description="Register the frames onto the middle one first (a frame moves only "
+                                         "where its motion is significant); false fuses them as given"),
 ):
     app = request.app
     settings = app.state.settings
@@ -53,7 +55,8 @@ async def fuse(
     limits = UploadLimits(settings.upload_max_files, settings.upload_max_pixels, settings.upload_max_bytes)
 
     def work():
-        fused = fuse_upload(items, engine=app.state.engine_factory(name, **options), limits=limits)
+        fused = fuse_upload(items, engine=app.state.engine_factory(name, **options), limits=limits,
+                            align=align)
         if depth:
             return fused, response_json(fused, output)
         return fused, encode_image(fused.image, output)
@@ -68,6 +71,7 @@ async def fuse(
         return _error(exc, app)
     app.state.metrics.uploads.labels("200").inc()
     headers = {"X-Surgifuse-Engine": fused.engine, "X-Surgifuse-Frames": str(len(fused.names)),
+               "X-Surgifuse-Moved": str(fused.moved),
                "X-Surgifuse-Timings": json.dumps({k: round(v, 3) for k, v in fused.timings.items()})}
     if depth:
         return JSONResponse(payload, headers=headers)
