@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -40,6 +40,7 @@ class SweepFrame:
     instrument_mask : bool HxW, where the instrument covers at least half the pixel
     focus_position : float, the depth (mm) in focus
     focus_index : int, its index among the K positions (0 nearest the microscope)
+    view : 3x3 float, the eye motion: still-eye scene -> this frame (identity without ``EyeMotion``)
     """
 
     image: np.ndarray
@@ -48,6 +49,8 @@ class SweepFrame:
     instrument_mask: np.ndarray
     focus_position: float
     focus_index: int
+    #: 3x3 map from the still-eye scene to this frame (``EyeMotion``; identity without it).
+    view: np.ndarray = field(default_factory=lambda: np.eye(3))
 
 
 @dataclass
@@ -80,6 +83,57 @@ def _crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+@dataclass(frozen=True)
+class EyeMotion:
+    """How the whole view moves in a live sweep: the eye wanders, the optics breathe, the view jumps.
+
+    ``wander_px``: radius of a slow circular wander of the eye (one turn per
+    ``wander_period_frames``). ``breathing``: magnification change across the sweep, focus
+    position 0 to K-1, about the image centre (focus breathing, a function of focus position).
+    ``jump_px``: the view shifts sideways by this much every ``jump_every_frames`` frames and back
+    (0: never), as when the surgeon moves the eye or the microscope.
+    """
+
+    wander_px: float = 0.0
+    wander_period_frames: int = 240
+    breathing: float = 0.0
+    jump_px: float = 0.0
+    jump_every_frames: int = 0
+
+    def __post_init__(self):
+        if not (self.wander_px >= 0 and self.jump_px >= 0 and abs(self.breathing) < 0.5):
+            raise InputError(f"eye motion needs wander_px >= 0, jump_px >= 0, |breathing| < 0.5, got {self}")
+        if self.wander_period_frames < 1 or self.jump_every_frames < 0:
+            raise InputError(f"wander_period_frames must be >= 1 and jump_every_frames >= 0, got {self}")
+
+    @property
+    def still(self) -> bool:
+        return self.wander_px == 0 and self.breathing == 0 and (self.jump_px == 0 or self.jump_every_frames == 0)
+
+    def period(self) -> int:
+        """Frames after which the motion repeats."""
+        jumps = 2 * self.jump_every_frames if self.jump_px and self.jump_every_frames else 1
+        return math.lcm(self.wander_period_frames if self.wander_px else 1, jumps)
+
+    def matrix(self, t: int, focus_index: int, k: int, shape: tuple[int, int]) -> np.ndarray:
+        """3x3 map from scene (still-eye frame) coordinates to the coordinates of frame ``t``."""
+        h, w = shape
+        scale = 1.0 + self.breathing * (focus_index - (k - 1) / 2) / max(k - 1, 1)
+        phase = 2 * math.pi * t / self.wander_period_frames
+        tx, ty = self.wander_px * math.cos(phase), self.wander_px * math.sin(phase)
+        if self.jump_px and self.jump_every_frames and (t // self.jump_every_frames) % 2 == 1:
+            tx += self.jump_px
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        return np.array([[scale, 0.0, cx - scale * cx + tx], [0.0, scale, cy - scale * cy + ty], [0.0, 0.0, 1.0]])
+
+
+def warp_view(image: np.ndarray, matrix: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+    """``image`` seen through the view ``matrix`` (scene -> frame); borders mirror the scene."""
+    h, w = image.shape[:2]
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, matrix[:2], (w, h), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
+
+
 class FocusSweepRenderer:
     """Render frame ``t`` of a live focus sweep over a synthetic retina with a moving instrument.
 
@@ -102,6 +156,8 @@ class FocusSweepRenderer:
         Radius of the tip's circle (default 0.4 mm: 64 px at 1280 px across 8 mm).
     motion_period_frames : int
         Frames per turn (default 120: 4 s at 30 fps).
+    eye : EyeMotion, optional
+        Moves the whole view (wander, breathing, jumps); ``SweepFrame.view`` gives the truth.
 
     Notes
     -----
@@ -125,6 +181,7 @@ class FocusSweepRenderer:
         motion_period_frames: int = 120,
         photons_at_white: float = PHOTONS_AT_WHITE,
         read_noise_dn: float = READ_NOISE_DN,
+        eye: EyeMotion | None = None,
     ):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
@@ -147,6 +204,7 @@ class FocusSweepRenderer:
         self.motion_radius_mm = float(motion_radius_mm)
         self.photons_at_white = float(photons_at_white)
         self.read_noise_dn = float(read_noise_dn)
+        self.eye = eye if eye is not None and not eye.still else None
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
@@ -281,7 +339,7 @@ class FocusSweepRenderer:
     def loop_frames(self) -> int:
         """Frames after which focus and instrument motion repeat: played in a loop, that many
         frames show no jump."""
-        return math.lcm(sweep_period(self.k), self.motion_period_frames)
+        return math.lcm(sweep_period(self.k), self.motion_period_frames, self.eye.period() if self.eye else 1)
 
     def render(self, t: int) -> SweepFrame:
         """Frame ``t`` (>= 0) of the sweep and its truth."""
@@ -297,6 +355,10 @@ class FocusSweepRenderer:
         placed = self._place(blurred.y0, blurred.x0, *blurred.colour.shape[:2], dx, dy)
         if placed is not None:
             self._composite(light, blurred, *placed)
+        view = None
+        if self.eye is not None:
+            view = self.eye.matrix(int(t), i, self.k, (self.height, self.width))
+            light = warp_view(light, view)  # the optics first, the sensor's noise after
         if self.noise:
             # Poisson-Gaussian in DN: variance = x * 255 / photons_at_white + read_noise^2.
             std = cv2.sqrt(cv2.addWeighted(light, float(self._noise_gain), light, 0.0, float(self._noise_floor)))
@@ -317,7 +379,11 @@ class FocusSweepRenderer:
             m = self._inst_mask[ps]
             mask[fs] = m
             np.copyto(depth[fs], self._inst_depth[ps], where=m)
-        return SweepFrame(image, aif, depth, mask, float(self.focus_positions[i]), i)
+        if view is not None:
+            aif, depth = warp_view(aif, view), warp_view(depth, view, nearest=True)
+            mask = warp_view(mask.view(np.uint8), view, nearest=True).astype(bool)
+        return SweepFrame(image, aif, depth, mask, float(self.focus_positions[i]), i,
+                          view=view if view is not None else np.eye(3))
 
 
 # ------------------------------------------------------------------------------------------------
