@@ -352,8 +352,11 @@ def register_scale(
     Between frames focused at different depths a full similarity fit also takes up what is not
     breathing (a moving instrument, the defocus difference: 2 to 3 px of shift and rotation on the
     live demo); breathing itself is a pure magnification about the optical axis. So both frames
-    are equalised in sharpness (``equalise_blur``), the one scale parameter is fitted with
-    Tukey-weighted least squares (a moving instrument does not vote), and the result is applied
+    are equalised in sharpness (``equalise_blur``), a scale about the centre and a shift are
+    fitted with Tukey-weighted least squares (a moving instrument does not vote; the shift takes
+    up the eye's motion, which would bias the scale, and is not returned: across the defocus
+    difference it is not reliable, ``surgifuse.keyframes`` learns it between frames of one
+    focus), and the scale is applied
     only when the scale differs from 1 by ``min_scale_change`` or more and moves the corners by
     ``min_displacement`` px or more. On the still demo eye the fitted scale stayed within 4e-4 of
     1; with 1.2 % breathing across a sweep it was within 4e-4 of the truth at every focus position
@@ -379,20 +382,23 @@ def register_scale(
     cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
     xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
     ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
-    steepest = ((gx * xs + gy * ys) / float(ref_img[crop].std())).ravel()
-    scale = 1.0  # of the reference -> moving map
+    # Scale about the centre plus a shift: the shift takes up the eye's motion between the two
+    # frames, which would otherwise bias the scale (it is not returned: see the docstring).
+    steepest = (np.stack([gx * xs + gy * ys, gx, gy]) / float(ref_img[crop].std())).reshape(3, -1)
+    scale, shift = 1.0, np.zeros(2)  # of the reference -> moving map
     for _ in range(iterations):
-        m = np.array([[scale, 0.0, cx - scale * cx], [0.0, scale, cy - scale * cy]])
+        m = np.array([[scale, 0.0, cx - scale * cx + shift[0]], [0.0, scale, cy - scale * cy + shift[1]]])
         warped = cv2.warpAffine(mov_img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REPLICATE)
         error = (_normalise(warped[crop]) - template).ravel()
         weights = _tukey_weights(error)
-        denominator = float(np.sum(weights * steepest * steepest))
-        if denominator <= 1e-12:
+        normal = (steepest * weights) @ steepest.T
+        if not np.all(np.isfinite(normal)) or np.linalg.cond(normal) > 1e12:
             return Registration(identity, identity, 0.0, 0.0)
-        step = float(np.sum(weights * steepest * error)) / denominator
-        scale /= 1.0 + step
-        if abs(step) * math.hypot(cx, cy) < _TOLERANCE_PX:
+        d_scale, dx, dy = np.linalg.solve(normal, (steepest * weights) @ error)
+        scale /= 1.0 + d_scale
+        shift -= (dx, dy)
+        if abs(d_scale) * math.hypot(cx, cy) + abs(dx) + abs(dy) < _TOLERANCE_PX:
             break
     fh, fw = ref.full_shape
     # moving -> reference: the inverse scale, about the full frame's centre
@@ -429,8 +435,8 @@ def equalise_blur(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     tiles = (max(1, h // _EQUALISE_TILE), max(1, w // _EQUALISE_TILE))
     levels_a = _blur_levels(np.asarray(a, np.float32))
     levels_b = _blur_levels(np.asarray(b, np.float32))
-    energy_a = np.stack([_tile_energy(x, tiles) for x in levels_a])  # (L, ty, tx)
-    energy_b = np.stack([_tile_energy(x, tiles) for x in levels_b])
+    energy_a = np.stack([tile_energy(x, tiles) for x in levels_a])  # (L, ty, tx)
+    energy_b = np.stack([tile_energy(x, tiles) for x in levels_b])
     sigmas = np.asarray(_EQUALISE_SIGMAS, np.float32)
     log_a, log_b = np.log(energy_a + 1e-6), np.log(energy_b + 1e-6)
     # For each tile the level of the sharper image whose energy is closest to the other's unblurred one.
@@ -446,7 +452,9 @@ def _blur_levels(img: np.ndarray) -> list[np.ndarray]:
     return [img if s == 0 else cv2.GaussianBlur(img, (0, 0), s) for s in _EQUALISE_SIGMAS]
 
 
-def _tile_energy(img: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
+def tile_energy(img: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
+    """Mean squared Laplacian of a grey float32 image over a ``tiles`` (rows, columns) grid: how
+    much fine structure, i.e. how sharp, each region is."""
     lap = cv2.Laplacian(img, cv2.CV_32F, ksize=3)
     return cv2.resize(lap * lap, (tiles[1], tiles[0]), interpolation=cv2.INTER_AREA)
 
