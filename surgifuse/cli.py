@@ -12,6 +12,7 @@ from surgifuse.errors import InputError
 # ``surgifuse serve`` never imports torch and ``--help`` stays fast.
 COMMANDS = {
     "fuse": "fuse a focal stack (image files, a folder or a multi-page TIFF) into one image",
+    "fuse-video": "apply the live processing (rolling stack, registration, engine, motion guard) to every frame of a video",
     "synth": "generate synthetic focal stacks with true all-in-focus image and depth",
     "eval": "score fusion engines on focal stacks (PSNR/SSIM against truth, or no-reference metrics)",
     "serve": "run the live service: capture, rolling focal stack, fusion, websocket stream",
@@ -22,6 +23,10 @@ COMMANDS = {
 }
 
 
+def _module_name(command: str) -> str:
+    return f"surgifuse.commands.{command.replace('-', '_')}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="surgifuse", description="Real-time all-in-focus video for surgical microscopes.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -29,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=name)
         try:
-            module = importlib.import_module(f"surgifuse.commands.{name}")
+            module = importlib.import_module(_module_name(name))
         except ModuleNotFoundError as exc:
-            if exc.name != f"surgifuse.commands.{name}":
+            if exc.name != _module_name(name):
                 raise
             p.set_defaults(_missing=True)
             continue
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"surgifuse {args.command}: not available in this build", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"surgifuse.commands.{args._module}")
+    module = importlib.import_module(_module_name(args._module))
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,180 @@
+"""``surgifuse fuse-video``: the live processing applied to every frame of a recorded video, in order.
+
+The same rolling focal stack, registration (keyframes), engine and motion guard as the live
+service (``surgifuse.live.processor.FrameProcessor``, built from the same settings), but with no
+time budget and no dropped frame: frame n of the output is the fused view after frame n of the
+input (the first K-1 from a partial stack). Teams process recorded surgeries with it, and it makes
+the live path's quality measurable frame by frame.
+
+The output is written to a temporary name beside it and renamed into place at the end, so an
+interrupted or failed run leaves no half-written OUTPUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+from surgifuse.errors import InputError
+
+#: Containers OpenCV writes here, and the codec for each.
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="a recorded video (any format OpenCV reads: MP4, AVI, ...)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                        help="the fused video (.mp4, .m4v, .mov: MPEG-4; .avi, .mkv: MJPEG; the input's frame rate), "
+                             "or a folder ending in / for frame_00000.png, ... (one per input frame)")
+    parser.add_argument("--depth", metavar="DEPTH",
+                        help="also write the depth: a video (turbo colour preview, frame 0 of the stack blue) or a "
+                             "folder ending in / of 16-bit PNGs, 0..K-1 mapped to 0..65535 (default: not written)")
+    parser.add_argument("--engine", default="classical", metavar="NAME",
+                        help="fusion engine (default classical; `surgifuse engines` lists them)")
+    parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an option of the engine, repeatable (default: the engine's own)")
+    parser.add_argument("--k", type=int, default=5, help="frames in the rolling focal stack (default 5)")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="do not register the frames (default: keyframe registration as live)")
+    parser.add_argument("--no-motion-guard", dest="motion_guard", action="store_false",
+                        help="turn the motion guard off (default on)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTPUT or DEPTH (default: refuse)")
+    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
+                        help="quality of MJPEG outputs 1..100 (default 95)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress report (default on)")
+    parser.add_argument("--quiet", action="store_true", help="no summary line (default: print one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from surgifuse.engines import engine_spec
+    from surgifuse.live.frames import CapturedFrame
+    from surgifuse.live.pipeline import build_processor
+    from surgifuse.live.settings import LiveSettings, check_settings
+    from surgifuse.progress import progress_bar
+
+    from .fuse import depth_image
+
+    t_start = time.perf_counter()
+    options = engine_spec(args.engine).parse_assignments(args.engine_option)
+    try:
+        settings = check_settings(LiveSettings(engine=args.engine, engine_options=options, k=args.k,
+                                               align=args.align, motion_guard=args.motion_guard))
+    except ValueError as exc:  # pydantic's bounds on k
+        raise InputError(f"--k: {exc}", field="k") from None
+    if not 1 <= args.jpeg_quality <= 100:
+        raise InputError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}", field="jpeg_quality")
+    outputs = [_Output.for_path(args.output, "OUTPUT", overwrite=args.overwrite)]
+    if args.depth:
+        outputs.append(_Output.for_path(args.depth, "--depth", overwrite=args.overwrite))
+    if len({o.final for o in outputs}) != len(outputs):
+        raise InputError(f"{args.output}: used for both the fused output and --depth", file=args.output)
+
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    capture = cv2.VideoCapture(str(args.input))
+    if not capture.isOpened():
+        raise InputError(f"{args.input}: not a video OpenCV can read", file=args.input)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = fps if 1.0 <= fps <= 1000.0 else 30.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    processor = build_processor(settings)
+    bar = progress_bar(total=total, desc="fuse-video", unit="frame", enabled=args.progress)
+    count = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if count == 0:
+                engine_spec(args.engine).check_frame(image.shape, image.dtype, file=str(args.input))
+            result = processor.process(CapturedFrame(image, count, 0.0))
+            outputs[0].write(count, result.image, fps=fps, quality=args.jpeg_quality)
+            if args.depth:
+                depth = depth_image(result.depth, settings.k, preview=not outputs[1].folder)
+                outputs[1].write(count, depth, fps=fps, quality=args.jpeg_quality)
+            count += 1
+            bar.update(1)
+        if count == 0:
+            raise InputError(f"{args.input}: no frame could be read", file=args.input)
+        for output in outputs:
+            output.commit()
+    except BaseException:
+        for output in outputs:
+            output.discard()
+        raise
+    finally:
+        bar.close()
+        capture.release()
+    seconds = time.perf_counter() - t_start
+    if not args.quiet:
+        h, w = np.asarray(result.image).shape[:2]
+        print(f"fused {count} frames {w}x{h} (K={settings.k}, engine={settings.engine}, align "
+              f"{'on' if settings.align else 'off'}) in {seconds:.1f} s ({count / seconds:.1f} frames/s) -> "
+              f"{', '.join(o.final for o in outputs)}")
+    return 0
+
+
+class _Output:
+    """A video file or a folder of PNGs, written under a temporary name and renamed at the end."""
+
+    def __init__(self, final: str, folder: bool, staging: Path) -> None:
+        self.final, self.folder, self.staging = final, folder, staging
+        self._writer = None
+
+    @classmethod
+    def for_path(cls, path: str, role: str, *, overwrite: bool) -> "_Output":
+        folder = path.endswith(("/", os.sep))
+        target = Path(path)
+        if target.exists() and not overwrite and (not folder or any(target.iterdir())):
+            raise InputError(f"{path}: exists; pass --overwrite to replace it, or choose another {role}", file=path)
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"{path}: folder {target.parent} does not exist")
+        if not folder and target.suffix.lower() not in VIDEO_CODECS:
+            raise InputError(f"{path}: {role} must end in {', '.join(VIDEO_CODECS)} (a video) or / (a folder of "
+                             "PNGs)", file=path)
+        staging = target.with_name(f".{target.name}.partial{'' if folder else target.suffix}")
+        if staging.exists():
+            shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+        if folder:
+            staging.mkdir()
+        return cls(path, folder, staging)
+
+    def write(self, index: int, image, *, fps: float, quality: int) -> None:
+        import cv2
+
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+        if self.folder:
+            if not cv2.imwrite(str(self.staging / f"frame_{index:05d}.png"), bgr):
+                raise OSError(f"cannot write {self.staging / f'frame_{index:05d}.png'}")
+            return
+        if self._writer is None:
+            h, w = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.staging.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self.staging), fourcc, fps, (w, h), image.ndim == 3)
+            self._writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
+            if not self._writer.isOpened():
+                raise OSError(f"OpenCV cannot write a {self.staging.suffix} video to {self.final}")
+        self._writer.write(bgr)
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        target = Path(self.final)
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(self.staging, target)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.staging.exists():
+            shutil.rmtree(self.staging) if self.staging.is_dir() else self.staging.unlink()
