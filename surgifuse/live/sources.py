@@ -43,6 +43,13 @@ class FrameSource(Protocol):
 AUTO_CACHE_BYTES = 256 * 1024 * 1024
 
 
+#: The demo eye's wander (radius, share of the width), its period (frames: the loop's 120, so the
+#: pre-rendered loop stays seamless) and the breathing across a sweep.
+DEMO_WANDER = 0.005
+DEMO_WANDER_PERIOD = 120
+DEMO_BREATHING = 0.005
+
+
 class SyntheticSweepSource:
     """The default demo: a retina under a focus sweep with a moving instrument (``surgifuse.synth``).
 
@@ -64,12 +71,17 @@ class SyntheticSweepSource:
         frame) from fusion, and most demo frames went out unfused.
     instrument_motion, noise : bool
         Passed to the renderer.
+    eye_motion : bool
+        The eye wanders slowly (a circle of 0.5 % of the width per 120 frames) and the optics
+        breathe (0.5 % across the sweep), as a real eye and microscope do, so that the demo
+        exercises registration (``DEMO_EYE_MOTION``); the loop stays seamless.
     """
 
     paced = True
 
     def __init__(self, seed: int = 0, *, height: int = 720, width: int = 1280, k: int = 5, fps: float = 30.0,
-                 cache_frames: int | None = None, instrument_motion: bool = True, noise: bool = True) -> None:
+                 cache_frames: int | None = None, instrument_motion: bool = True, noise: bool = True,
+                 eye_motion: bool = True) -> None:
         for name, value in (("height", height), ("width", width), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
@@ -80,7 +92,7 @@ class SyntheticSweepSource:
         self.seed, self.height, self.width, self.k = seed, height, width, k
         self.fps = float(fps)
         self.cache_frames = cache_frames
-        self.instrument_motion, self.noise = instrument_motion, noise
+        self.instrument_motion, self.noise, self.eye_motion = instrument_motion, noise, bool(eye_motion)
         self.description = f"demo (synthetic focus sweep {width}x{height}, K={k}, {fps:g} fps)"
         self._renderer = None
         self._cache: list[tuple[np.ndarray, float]] = []
@@ -89,10 +101,12 @@ class SyntheticSweepSource:
 
     def open(self) -> None:
         if self._renderer is None:
-            from surgifuse.synth.video import FocusSweepRenderer
+            from surgifuse.synth.video import EyeMotion, FocusSweepRenderer
 
+            eye = EyeMotion(wander_px=DEMO_WANDER * self.width, wander_period_frames=DEMO_WANDER_PERIOD,
+                            breathing=DEMO_BREATHING) if self.eye_motion else None
             self._renderer = FocusSweepRenderer(self.seed, height=self.height, width=self.width, k=self.k,
-                                                instrument_motion=self.instrument_motion, noise=self.noise)
+                                                instrument_motion=self.instrument_motion, noise=self.noise, eye=eye)
         count = self.cache_frames if self.cache_frames is not None else self._auto_cache_frames()
         if count and not self._cache:
             self._cache = [self._render(i) for i in range(count)]
@@ -212,12 +226,13 @@ class VideoCaptureSource:
 
 
 def open_source(spec: str, *, width: int = 1280, height: int = 720, k: int = 5, fps: float = 30.0,
-                loop: bool = True, cache_frames: int | None = None, seed: int = 0) -> FrameSource:
+                loop: bool = True, cache_frames: int | None = None, seed: int = 0,
+                eye_motion: bool = True) -> FrameSource:
     """Build the source named by ``spec`` (the ``--source`` option).
 
     ``demo`` | ``camera:INDEX`` | ``file:PATH`` | a URL (rtsp, http, https, rtmp, udp, tcp, srt) |
     ``gst:PIPELINE`` (or any text containing `` ! ``, a GStreamer pipeline). ``width``, ``height``,
-    ``k``, ``fps``, ``cache_frames`` and ``seed`` apply to the demo; ``loop`` to files. Raises
+    ``k``, ``fps``, ``cache_frames``, ``seed`` and ``eye_motion`` apply to the demo; ``loop`` to files. Raises
     ``ValueError`` for text it does not understand and ``FileNotFoundError`` for a missing file.
     Nothing is opened here: the capture thread opens (and re-opens) the source.
     """
@@ -225,7 +240,8 @@ def open_source(spec: str, *, width: int = 1280, height: int = 720, k: int = 5, 
         raise InputError(f"source must be demo, camera:INDEX, file:PATH, a URL or gst:PIPELINE, got {spec!r}")
     spec = spec.strip()
     if spec == "demo":
-        return SyntheticSweepSource(seed, height=height, width=width, k=k, fps=fps, cache_frames=cache_frames)
+        return SyntheticSweepSource(seed, height=height, width=width, k=k, fps=fps, cache_frames=cache_frames,
+                                    eye_motion=eye_motion)
     if spec.startswith("camera:"):
         index = spec[len("camera:"):]
         if not index.isdigit():

@@ -73,7 +73,8 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
     engine_factory = engine_factory or default_engine_factory
     if source is None:
         source = open_source(settings.source, width=settings.width, height=settings.height, k=settings.k,
-                             fps=settings.fps, loop=settings.loop, cache_frames=settings.demo_cache_frames)
+                             fps=settings.fps, loop=settings.loop, cache_frames=settings.demo_cache_frames,
+                             eye_motion=settings.demo_eye_motion)
     metrics = LiveMetrics()
     publisher = FramePublisher(jpeg_quality=settings.jpeg_quality, metrics=metrics)
     pipeline = LivePipeline(source, publish=publisher.submit, config=settings.live(),

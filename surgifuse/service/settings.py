@@ -52,6 +52,8 @@ class ServiceSettings(BaseSettings, LiveSettings):
                                           description="Demo: render this many frames once and loop them (0 = render "
                                                       "live; unset = one seamless 120-frame loop when it fits in 256 MB)")
     loop: bool = Field(True, description="Loop a file source at its end")
+    demo_eye_motion: bool = Field(True, description="Demo: the eye wanders slowly and the optics breathe (0.5 %), "
+                                                    "as a real eye and microscope do")
 
     # processing: the fields of surgifuse.live.settings.LiveSettings (also changeable at run time
     # through /v1/settings), inherited
