@@ -152,6 +152,9 @@ class AlignmentImage:
     image: np.ndarray
     full_shape: tuple[int, int]
     factor: int = 1
+    #: What registrations onto this image as the reference computed once (its blurred copy,
+    #: gradients, template): a live keyframe is the reference of every frame at its focus.
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def prepare_alignment(frame: np.ndarray, *, max_side: int = DEFAULT_MAX_SIDE) -> AlignmentImage:
@@ -325,10 +328,12 @@ def register(
         raise InputError(f"min_improvement and min_displacement must be >= 0, got {min_improvement}, {min_displacement}")
     eq_ref, eq_mov = equalise_blur(ref.image, mov.image) if equalise else (ref.image, mov.image)
     start = None if initial is None else SimilarityTransform.from_matrix(_rescale(initial.matrix3, 1.0 / ref.factor))
-    reduced = _estimate_reduced(eq_ref, eq_mov, iterations=30, sigma=1.0, robust=robust, initial=start)
+    # The reference's own work is kept with it when it is used as it is (a live keyframe).
+    cache = None if equalise else ref.cache
+    reduced = _estimate_reduced(eq_ref, eq_mov, iterations=30, sigma=1.0, robust=robust, initial=start, cache=cache)
     estimate = _to_full_resolution(reduced, ref)
     displacement = estimate.max_displacement(ref.full_shape)
-    improvement, compared = _relative_improvement(eq_ref, eq_mov, reduced, robust=robust)
+    improvement, compared = _relative_improvement(eq_ref, eq_mov, reduced, robust=robust, cache=cache)
     if min_improvement is None:
         min_improvement = max(SIGNIFICANT_IMPROVEMENT, IMPROVEMENT_NOISE_FACTOR / math.sqrt(max(compared, 1)))
     significant = displacement >= min_displacement and improvement >= min_improvement
@@ -474,18 +479,22 @@ def _blend_levels(levels: list[np.ndarray], tile_sigma: np.ndarray, shape: tuple
 
 
 def _relative_improvement(ref: np.ndarray, mov: np.ndarray, transform: SimilarityTransform, *,
-                          robust: bool = False) -> tuple[float, int]:
+                          robust: bool = False, cache: dict | None = None) -> tuple[float, int]:
     """How much smaller the residual between ``ref`` and the warped ``mov`` is at ``transform``
     (moving -> reference, reduced px) than at identity, as a share of the identity residual; and
     how many pixels were compared."""
-    ref = cv2.GaussianBlur(ref, (0, 0), _RESIDUAL_SIGMA)
-    mov = cv2.GaussianBlur(mov, (0, 0), _RESIDUAL_SIGMA)
     h, w = ref.shape
-    margin = int(math.ceil(transform.max_displacement((h, w)) + 0.06 * w))
+    margin = 4 * math.ceil((transform.max_displacement((h, w)) + 0.06 * w) / 4)
     if min(h, w) - 2 * margin < MIN_SIDE:
         return 0.0, 0
     crop = (slice(margin, h - margin), slice(margin, w - margin))
-    template = _normalise(ref[crop])
+    key = ("residual", ref.shape, margin)
+    template = cache.get(key) if cache is not None else None
+    if template is None:
+        template = _normalise(cv2.GaussianBlur(ref, (0, 0), _RESIDUAL_SIGMA)[crop])
+        if cache is not None:
+            cache[key] = template
+    mov = cv2.GaussianBlur(mov, (0, 0), _RESIDUAL_SIGMA)
 
     def residual(matrix: np.ndarray) -> float:
         warped = cv2.warpAffine(mov, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -690,7 +699,8 @@ def _warp_plane(img: np.ndarray, m: np.ndarray, flags: int) -> np.ndarray:
 
 
 def _estimate_reduced(ref: np.ndarray, mov: np.ndarray, *, iterations: int, sigma: float,
-                      robust: bool = False, initial: SimilarityTransform | None = None) -> SimilarityTransform:
+                      robust: bool = False, initial: SimilarityTransform | None = None,
+                      cache: dict | None = None) -> SimilarityTransform:
     """Similarity moving -> reference between two reduced grey images, in reduced pixels.
 
     Phase correlation on a half-size level gives the shift (or ``initial``, moving -> reference,
@@ -719,7 +729,7 @@ def _estimate_reduced(ref: np.ndarray, mov: np.ndarray, *, iterations: int, sigm
     for level, (r, m) in reversed(list(enumerate(levels))):
         try:
             ref_to_mov, score = _lucas_kanade_similarity(r, m, ref_to_mov, iterations=iterations, sigma=sigma,
-                                                         robust=robust)
+                                                         robust=robust, cache=cache)
         except _RegistrationFailed:
             ref_to_mov, score = shift_only, float("nan")
             break
@@ -735,8 +745,34 @@ class _RegistrationFailed(Exception):
     pass
 
 
+def _lk_template(ref: np.ndarray, sigma: float, margin: int):
+    """What Lucas-Kanade needs of the reference alone: the normalised template, the steepest-descent
+    images for p = (a, b, tx, ty) (warp [[1+a, -b, tx], [b, 1+a, ty]] about the centre), the
+    inverse Hessian and the compared region."""
+    h, w = ref.shape
+    if sigma > 0:
+        ref = cv2.GaussianBlur(ref, (0, 0), sigma)
+    crop = (slice(margin, h - margin), slice(margin, w - margin))
+    ref_std = float(ref[crop].std())
+    if ref_std < 1e-6:  # a flat image: nothing to register
+        raise _RegistrationFailed
+    template = _normalise(ref[crop])
+    gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
+    gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
+    cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
+    xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
+    ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
+    steepest = np.stack([gx * xs + gy * ys, gy * xs - gx * ys, gx, gy]).reshape(4, -1)
+    steepest /= ref_std  # gradient of the normalised template
+    hessian = steepest @ steepest.T
+    if not np.all(np.isfinite(hessian)) or np.linalg.cond(hessian) > 1e12:
+        raise _RegistrationFailed
+    return template, steepest, np.linalg.inv(hessian), crop
+
+
 def _lucas_kanade_similarity(
-    ref: np.ndarray, mov: np.ndarray, ref_to_mov: np.ndarray, *, iterations: int, sigma: float, robust: bool = False
+    ref: np.ndarray, mov: np.ndarray, ref_to_mov: np.ndarray, *, iterations: int, sigma: float, robust: bool = False,
+    cache: dict | None = None,
 ) -> tuple[np.ndarray, float]:
     """Inverse-compositional Lucas-Kanade (Baker & Matthews, IJCV 2004) for a similarity warp.
 
@@ -745,35 +781,27 @@ def _lucas_kanade_similarity(
     not bias the estimate. The region excludes a margin wide enough for the border pixels that the
     warp pulls from outside the moving frame. With ``robust``, pixels whose residual is far
     beyond the typical one (Tukey's biweight on the median absolute residual, iteratively
-    reweighted) stop counting: a moving instrument then does not pull the estimate. Returns the
-    refined 3x3 ref -> mov warp and the normalised correlation of the compared region.
+    reweighted) stop counting: a moving instrument then does not pull the estimate. ``cache``
+    keeps the reference's template between calls (a live keyframe). Returns the refined 3x3
+    ref -> mov warp and the normalised correlation of the compared region.
     """
     h, w = ref.shape
     if sigma > 0:
-        ref = cv2.GaussianBlur(ref, (0, 0), sigma)
         mov = cv2.GaussianBlur(mov, (0, 0), sigma)
     half_diag = 0.5 * math.hypot(w, h)
-    # Room for the current warp, a further 2% scale/rotation change, and the blur's reach.
-    margin = int(math.ceil(_displacement(ref_to_mov, w, h) + 0.02 * half_diag + 2.0 * sigma)) + 1
+    # Room for the current warp, a further 2% scale/rotation change, and the blur's reach (in
+    # steps of 4 px, so that a reference's template can be reused while the warp changes a little).
+    margin = 4 * math.ceil((_displacement(ref_to_mov, w, h) + 0.02 * half_diag + 2.0 * sigma + 1) / 4)
     if min(h, w) - 2 * margin < _MIN_LEVEL_SIDE // 2:
         raise _RegistrationFailed
-    crop = (slice(margin, h - margin), slice(margin, w - margin))
-    template = _normalise(ref[crop])
-    # Steepest-descent images for p = (a, b, tx, ty), warp [[1+a, -b, tx], [b, 1+a, ty]] about the centre.
-    gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
-    gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
+    key = ("lk", ref.shape, sigma, margin)
+    prepared = cache.get(key) if cache is not None else None
+    if prepared is None:
+        prepared = _lk_template(ref, sigma, margin)
+        if cache is not None:
+            cache[key] = prepared
+    template, steepest, hessian_inv, crop = prepared
     cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
-    xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
-    ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
-    steepest = np.stack([gx * xs + gy * ys, gy * xs - gx * ys, gx, gy]).reshape(4, -1)
-    ref_std = float(ref[crop].std())
-    if ref_std < 1e-6:  # a flat image: nothing to register
-        raise _RegistrationFailed
-    steepest /= ref_std  # gradient of the normalised template
-    hessian = steepest @ steepest.T
-    if not np.all(np.isfinite(hessian)) or np.linalg.cond(hessian) > 1e12:
-        raise _RegistrationFailed
-    hessian_inv = np.linalg.inv(hessian)
     weights = None
     centre = np.array([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
     centre_inv = np.linalg.inv(centre)

@@ -70,11 +70,21 @@ class KeyframeStep:
 class _Keyframe:
     image: align.AlignmentImage
     to_anchor: align.SimilarityTransform
-    #: The last estimate of a frame at this focus position onto this keyframe: where the next one
-    #: starts (the eye moves little between two visits of one focus position).
+    #: The last two estimates of frames at this focus position onto this keyframe: the next one
+    #: starts where they point (the eye moves smoothly between two visits of one focus position).
     last: align.SimilarityTransform | None = None
+    before_last: align.SimilarityTransform | None = None
     #: Frames since the anchor when this keyframe was taken.
     born: int = 0
+
+    def predict(self) -> align.SimilarityTransform:
+        """Where the next frame at this focus position should be: the last estimate moved on by
+        the change between the last two (the eye moves smoothly)."""
+        if self.last is None:
+            return align.SimilarityTransform.identity()
+        if self.before_last is None:
+            return self.last
+        return self.last.compose(self.before_last.inverse()).compose(self.last)
 
 
 class KeyframeAligner:
@@ -128,10 +138,10 @@ class KeyframeAligner:
         keyframe = self._keys.get(key) if key is not None else None
         if keyframe is not None:
             registration = align.register(keyframe.image, reduced, equalise=False, robust=True,
-                                          initial=keyframe.last or align.SimilarityTransform.identity())
+                                          initial=keyframe.predict())
             if registration.estimate.score < MIN_MATCH_SCORE:  # NaN (no refinement) is no verdict
                 return self._restart(reduced, key)
-            keyframe.last = registration.estimate
+            keyframe.before_last, keyframe.last = keyframe.last, registration.estimate
             if key == self._anchor_key and not self._motion_learned:
                 self._learn_motion(registration.transform)
             transform = keyframe.to_anchor.compose(registration.transform)
