@@ -80,27 +80,46 @@ class BenchConfig:
 
 # -- sources ------------------------------------------------------------------------------------------
 class RenderedSweep:
-    """Frames rendered live by the synthetic focus-sweep renderer (the demo source's cost)."""
+    """Frames rendered live by the synthetic focus-sweep renderer (the demo source's cost), with the
+    demo's eye motion (a slow wander, breathing) so that registration is measured as it runs, and
+    each frame's focus position (``last_focus``), which the demo source reports too."""
 
-    def __init__(self, *, width: int, height: int, k: int, seed: int) -> None:
-        from surgifuse.synth.video import FocusSweepRenderer
+    def __init__(self, *, width: int, height: int, k: int, seed: int, eye_motion: bool = True) -> None:
+        from surgifuse.live.sources import DEMO_BREATHING, DEMO_WANDER, DEMO_WANDER_PERIOD
+        from surgifuse.synth.video import EyeMotion, FocusSweepRenderer
 
-        self._renderer = FocusSweepRenderer(seed, height=height, width=width, k=k)
+        eye = EyeMotion(wander_px=DEMO_WANDER * width, wander_period_frames=DEMO_WANDER_PERIOD,
+                        breathing=DEMO_BREATHING) if eye_motion else None
+        self._renderer = FocusSweepRenderer(seed, height=height, width=width, k=k, eye=eye)
+        self.k = k
         self._index = 0
+        self.last_focus: float | None = None
 
-    def frames(self, count: int) -> list[np.ndarray]:
-        """``count`` consecutive frames (used to build the decode source and the comparisons)."""
-        return [self.next() for _ in range(count)]
+    @property
+    def loop_frames(self) -> int:
+        """Frames after which the sweep, the instrument and the eye repeat."""
+        return self._renderer.loop_frames
+
+    def frames(self, count: int) -> list[tuple[np.ndarray, float]]:
+        """``count`` consecutive (frame, focus) pairs (the decode source's material)."""
+        out = []
+        for _ in range(count):
+            image = self.next()
+            out.append((image, self.last_focus))
+        return out
 
     def next(self) -> np.ndarray:
         t, self._index = self._index, self._index + 1
-        return np.ascontiguousarray(self._renderer.render(t).image)
+        frame = self._renderer.render(t)
+        self.last_focus = frame.focus_index / max(1, self.k - 1)
+        return np.ascontiguousarray(frame.image)
 
 
 class DecodedSweep:
     """JPEGs of rendered sweep frames, decoded per frame (the cost of an MJPEG/RTSP camera feed).
 
-    ``frames`` (RGB uint8) are encoded once here at ``quality``; ``next`` cycles through them.
+    ``frames`` ((RGB uint8, focus) pairs: one seamless loop of the sweep) are encoded once here at
+    ``quality``; ``next`` cycles through them and sets ``last_focus``.
     """
 
     def __init__(self, frames, *, quality: int = 90) -> None:
@@ -110,28 +129,29 @@ class DecodedSweep:
         if not frames:
             raise InputError("DecodedSweep needs at least one frame")
         self._jpegs = []
-        for frame in frames:
+        for frame, focus in frames:
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise RuntimeError("JPEG encoding of a sweep frame failed")
-            self._jpegs.append(buf)
+            self._jpegs.append((buf, focus))
         self._index = 0
+        self.last_focus: float | None = None
 
     def next(self) -> np.ndarray:
         import cv2
 
-        buf = self._jpegs[self._index % len(self._jpegs)]
+        buf, self.last_focus = self._jpegs[self._index % len(self._jpegs)]
         self._index += 1
         return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def open_source(config: BenchConfig, renderer: RenderedSweep | None = None):
-    """The first stage's source: ``renderer`` itself ("render"), or JPEGs of two sweeps of it
-    ("decode"). A renderer costs seconds to build at 1080p, so callers share one."""
+    """The first stage's source: ``renderer`` itself ("render"), or JPEGs of one seamless loop of
+    it ("decode"). A renderer costs seconds to build at 1080p, so callers share one."""
     renderer = renderer or RenderedSweep(width=config.width, height=config.height, k=config.k, seed=config.seed)
     if config.source == "render":
         return renderer
-    return DecodedSweep(renderer.frames(2 * config.k))
+    return DecodedSweep(renderer.frames(renderer.loop_frames))
 
 
 # -- publish ------------------------------------------------------------------------------------------
@@ -253,7 +273,8 @@ def run_streaming(config: BenchConfig, *, engine=None, source=None,
         frame = source.next()
         t_process = clock()
         held = len(processor.buffer)
-        processed = processor.process(CapturedFrame(image=frame, seq=index, capture_ms=wall_ms()))
+        processed = processor.process(CapturedFrame(image=frame, seq=index, capture_ms=wall_ms(),
+                                                    focus=getattr(source, "last_focus", None)))
         t_encode = clock()
         packet = publisher.encode(processed)
         t_publish = clock()

@@ -54,7 +54,7 @@ def run_pipeline_bench(config: BenchConfig, engines: Sequence[str], *, compare_r
         require_cuda()
     # One renderer for everyone (seconds to build at 1080p); the comparisons fuse its first K frames.
     renderer = RenderedSweep(width=config.width, height=config.height, k=config.k, seed=config.seed)
-    sweep_frames = renderer.frames(config.k)
+    sweep_frames = [frame for frame, _focus in renderer.frames(config.k)]
     if comparisons:
         # Before any engine exists, so that no other thread pool (ONNX Runtime's workers spin
         # after each run) competes with the two FMBs for the cores while they are timed.
