@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--engine", default="classical")
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--cache-frames", type=int, default=64)
+    parser.add_argument("--cache-frames", type=int, default=120,
+                        help="demo frames pre-rendered and looped (default 120: one seamless loop of the sweep, "
+                             "the instrument and the eye; fewer would make the eye jump at every loop)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("server_args", nargs="*", help="extra 'surgifuse serve' options (after --)")
     args = parser.parse_args(argv)
