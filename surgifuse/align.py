@@ -380,13 +380,9 @@ def register_scale(
     identity = SimilarityTransform.identity()
     if min(h, w) - 2 * margin < MIN_SIDE or float(ref_img.std()) < 1e-6:
         return Registration(identity, identity, 0.0, 0.0)
-    crop = (slice(margin, h - margin), slice(margin, w - margin))
+    crop, gx, gy, xs, ys = _gradients_about_centre(ref_img, margin)
     template = _normalise(ref_img[crop])
-    gx = cv2.Sobel(ref_img, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
-    gy = cv2.Sobel(ref_img, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
     cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
-    xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
-    ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
     # Scale about the centre plus a shift: the shift takes up the eye's motion between the two
     # frames, which would otherwise bias the scale (it is not returned: see the docstring).
     steepest = (np.stack([gx * xs + gy * ys, gx, gy]) / float(ref_img[crop].std())).reshape(3, -1)
@@ -745,6 +741,19 @@ class _RegistrationFailed(Exception):
     pass
 
 
+def _gradients_about_centre(img: np.ndarray, margin: int):
+    """The compared region (``margin`` px in from each side), the image's Sobel gradients over it
+    and the pixel coordinates about the image centre (a row and a column): what every
+    steepest-descent image of a warp about the centre is made of."""
+    h, w = img.shape
+    crop = (slice(margin, h - margin), slice(margin, w - margin))
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
+    xs = (np.arange(margin, w - margin, dtype=np.float32) - 0.5 * (w - 1))[None, :]
+    ys = (np.arange(margin, h - margin, dtype=np.float32) - 0.5 * (h - 1))[:, None]
+    return crop, gx, gy, xs, ys
+
+
 def _lk_template(ref: np.ndarray, sigma: float, margin: int):
     """What Lucas-Kanade needs of the reference alone: the normalised template, the steepest-descent
     images for p = (a, b, tx, ty) (warp [[1+a, -b, tx], [b, 1+a, ty]] about the centre), the
@@ -752,16 +761,11 @@ def _lk_template(ref: np.ndarray, sigma: float, margin: int):
     h, w = ref.shape
     if sigma > 0:
         ref = cv2.GaussianBlur(ref, (0, 0), sigma)
-    crop = (slice(margin, h - margin), slice(margin, w - margin))
+    crop, gx, gy, xs, ys = _gradients_about_centre(ref, margin)
     ref_std = float(ref[crop].std())
     if ref_std < 1e-6:  # a flat image: nothing to register
         raise _RegistrationFailed
     template = _normalise(ref[crop])
-    gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[crop]
-    gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[crop]
-    cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
-    xs = (np.arange(margin, w - margin, dtype=np.float32) - cx)[None, :]
-    ys = (np.arange(margin, h - margin, dtype=np.float32) - cy)[:, None]
     steepest = np.stack([gx * xs + gy * ys, gy * xs - gx * ys, gx, gy]).reshape(4, -1)
     steepest /= ref_std  # gradient of the normalised template
     hessian = steepest @ steepest.T

@@ -10,8 +10,8 @@ from surgifuse.cli import main
 from surgifuse.engines import create_engine
 from surgifuse.imageio import read_image
 from surgifuse.live.frames import CapturedFrame
-from surgifuse.live.processor import FrameProcessor
 from surgifuse.live.motion_guard import MotionGuard
+from surgifuse.live.processor import FrameProcessor
 from surgifuse.synth.video import write_sweep_video
 
 

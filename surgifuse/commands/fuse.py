@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from surgifuse.commands import add_engine_arguments
 from surgifuse.errors import InputError, InputTypeError
 
 
@@ -23,12 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="fused image; format from the extension (.png, .tif: 8/16-bit as the input; .jpg: 8-bit)")
-    parser.add_argument("--engine", default="classical", metavar="NAME",
-                        help="fusion engine: classical (default), fn, autoencoder, msmfm (`surgifuse engines` "
-                             "lists them with their options and limits)")
-    parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
-                        help="an option of the engine, repeatable (e.g. --engine-option threshold=9; default: the "
-                             "engine's own)")
+    add_engine_arguments(parser)
     parser.add_argument("--depth", metavar="DEPTH",
                         help="also write the depth index map: .png/.tif 16-bit grey with frame 0..K-1 mapped to "
                              "0..65535; .jpg an 8-bit colour preview (turbo map, frame 0 blue)")

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from surgifuse.commands import add_engine_arguments
 from surgifuse.errors import InputError
 
 #: Containers OpenCV writes here, and the codec for each.
@@ -32,10 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", metavar="DEPTH",
                         help="also write the depth: a video (turbo colour preview, frame 0 of the stack blue) or a "
                              "folder ending in / of 16-bit PNGs, 0..K-1 mapped to 0..65535 (default: not written)")
-    parser.add_argument("--engine", default="classical", metavar="NAME",
-                        help="fusion engine (default classical; `surgifuse engines` lists them)")
-    parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
-                        help="an option of the engine, repeatable (default: the engine's own)")
+    add_engine_arguments(parser)
     parser.add_argument("--k", type=int, default=5, help="frames in the rolling focal stack (default 5)")
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="do not register the frames (default: keyframe registration as live)")
