@@ -12,15 +12,15 @@ LATEST_VENV ?= .venv-latest
 # Re-build the C++/CUDA core whenever its inputs change (only what changed recompiles).
 CORE_INPUTS := pyproject.toml CMakeLists.txt constraints.txt scripts/install $(wildcard csrc/*)
 
-.PHONY: serve test test-latest constraints bench install clean
+.PHONY: serve test test-latest constraints bench install clean image image-test image-gpu
 
 $(VENV)/.installed-run: $(CORE_INPUTS)
 	scripts/install $(VENV) core
 	touch $@
 
-# The test and training extras on top of the same build: never a second build of the core.
+# The test, training and batch (Ray) extras on top of the same build: never a second build of the core.
 $(VENV)/.installed-dev: $(VENV)/.installed-run
-	scripts/install $(VENV) extras test train
+	scripts/install $(VENV) extras test train batch
 	bash scripts/install-system-deps
 	touch $@
 
@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev
 test-latest:
 	rm -rf $(LATEST_VENV)
 	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) core
-	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) extras test train
+	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) extras test train batch
 	bash scripts/install-system-deps
 	@echo; echo "== versions that differ from constraints.txt"
 	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^surgifuse' | sed 's/+[a-z0-9.]*$$//' \
@@ -52,6 +52,18 @@ constraints:
 
 bench: $(VENV)/.installed-dev
 	$(VENV)/bin/surgifuse bench
+
+## Container images (docs/deployment.md), not part of `make test`: the CPU image; the same, then run
+## and checked from outside (/healthz, a fused frame on /ws/stream); the GPU image. Need root and
+## podman (scripts/image installs it from apt when missing).
+image:
+	scripts/image build cpu
+
+image-test:
+	scripts/image test cpu
+
+image-gpu:
+	scripts/image build gpu
 
 clean:
 	rm -rf build $(VENV) $(LATEST_VENV)

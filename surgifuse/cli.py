@@ -6,13 +6,14 @@ import argparse
 import importlib
 import sys
 
-from surgifuse.errors import InputError
+from surgifuse.errors import INPUT_ERRORS
 
 # Each module defines ``add_arguments(parser)`` and ``run(args) -> int``; imported lazily so that
 # ``surgifuse serve`` never imports torch and ``--help`` stays fast.
 COMMANDS = {
     "fuse": "fuse a focal stack (image files, a folder or a multi-page TIFF) into one image",
     "fuse-video": "apply the live processing (rolling stack, registration, engine, motion guard) to every frame of a video",
+    "batch": "fuse every stack folder and video under a folder, serially or on a Ray cluster (resumable)",
     "synth": "generate synthetic focal stacks with true all-in-focus image and depth",
     "eval": "score fusion engines on focal stacks (PSNR/SSIM against truth, or no-reference metrics)",
     "serve": "run the live service: capture, rolling focal stack, fusion, websocket stream",
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except INPUT_ERRORS as exc:
         # Bad input (an option, a file, a path): one clear line and exit 2. Anything else is a bug
         # and keeps its traceback.
         print(f"surgifuse {args.command}: error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ Both subclass the built-in ``ValueError`` (and ``TypeError``), so callers that c
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputTypeError"]
+__all__ = ["INPUT_ERRORS", "InputError", "InputTypeError"]
 
 
 class InputError(ValueError):
@@ -31,3 +31,8 @@ class InputError(ValueError):
 
 class InputTypeError(InputError, TypeError):
     """Bad input of the wrong type (a ``TypeError`` too)."""
+
+
+#: What the CLI reports as bad input (one line, exit 2) rather than as a bug: ``InputError`` and the
+#: file-system errors that name a path the user gave.
+INPUT_ERRORS = (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 from urllib.parse import urlsplit
@@ -271,3 +272,21 @@ def test_a_dead_source_is_reported_and_the_service_stays_up():
         assert status["type"] == "status"
         assert status["source"]["state"] == "reconnecting" and "no camera" in status["source"]["error"]
         assert hello["source"]["source"] == "camera:9"
+
+
+def test_the_token_never_reaches_the_access_log(caplog):
+    # The display page sends its token in the websocket's query; uvicorn logs every request line
+    # (as its access logger formats it: client, method, path with query, version, status).
+    make_app(token="s3cret-value")
+    access = logging.getLogger("uvicorn.access")
+    propagate = access.propagate
+    access.propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET",
+                        "/ws/stream?view=fused&token=s3cret-value&ack=1", "1.1", 101)
+            access.info("GET /v1/settings?token=s3cret-value")
+    finally:
+        access.propagate = propagate
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert text.count("token=***") == 2 and "s3cret-value" not in text and "ack=1" in text

@@ -10,3 +10,17 @@ def add_engine_arguments(parser) -> None:
     parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
                         help="an option of the engine, repeatable (e.g. --engine-option threshold=9; default: the "
                              "engine's own)")
+
+
+def parse_engine_options(engine: str, assignments) -> tuple:
+    """``(spec, options)``: the engine's declaration and its ``--engine-option NAME=VALUE`` items as
+    validated options; an ``InputError`` naming ``--engine`` or ``--engine-option`` otherwise."""
+    from surgifuse.engines import engine_spec
+    from surgifuse.errors import InputError
+
+    try:
+        spec = engine_spec(engine)
+        return spec, spec.parse_assignments(list(assignments))
+    except InputError as exc:
+        flag = "--engine" if exc.field == "engine" else "--engine-option"
+        raise InputError(f"{flag}: {exc}", field=exc.field, allowed=exc.allowed) from None

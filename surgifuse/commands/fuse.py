@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from surgifuse.commands import add_engine_arguments
+from surgifuse.commands import add_engine_arguments, parse_engine_options
 from surgifuse.errors import InputError, InputTypeError
 
 
@@ -48,6 +50,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    fused = fuse_stack_to_files(
+        args.inputs, args.output, engine=args.engine, engine_option=args.engine_option, depth=args.depth,
+        confidence=args.confidence, align=args.align, reference=args.reference, align_max_side=args.align_max_side,
+        interpolation=args.interpolation, pattern=args.pattern, jpeg_quality=args.jpeg_quality,
+    )
+    if not args.quiet:
+        print(fused.summary())
+    return 0
+
+
+@dataclass
+class StackFused:
+    """What ``fuse_stack_to_files`` did: the files it wrote and what its summary line says."""
+
+    files: list[str]
+    k: int
+    width: int
+    height: int
+    dtype: str
+    engine: str
+    registrations: list | None  # None: alignment off
+    timings: dict[str, float]  # milliseconds: read, register, fuse, write
+
+    def summary(self) -> str:
+        """``fused K=7 2048x1536 uint8 engine=classical: read 175 ms, register ... -> OUT, DEPTH``"""
+        if self.registrations is not None:
+            moved = [r for r in self.registrations if r.significant]
+            motion = (f"{len(moved)} of {self.k - 1} frames moved, the most by "
+                      f"{max(r.displacement for r in moved):.1f} px" if moved else "no frame moved")
+            align_text = f"register {self.timings['register']:.0f} ms ({motion})"
+        else:
+            align_text = "align off"
+        return (f"fused K={self.k} {self.width}x{self.height} {self.dtype} engine={self.engine}: read "
+                f"{self.timings['read']:.0f} ms, {align_text}, fuse {self.timings['fuse']:.0f} ms, write "
+                f"{self.timings['write']:.0f} ms -> {', '.join(self.files)}")
+
+
+def fuse_stack_to_files(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    engine: str = "classical",
+    engine_option: Sequence[str] = (),
+    depth: str | os.PathLike | None = None,
+    confidence: str | os.PathLike | None = None,
+    align: bool = True,
+    reference: str | int = "middle",
+    align_max_side: int | None = None,
+    interpolation: str = "lanczos",
+    pattern: str | None = None,
+    jpeg_quality: int = 95,
+) -> StackFused:
+    """``surgifuse fuse`` without its command line: read a focal stack, fuse it, write the outputs.
+
+    Parameters are the command's options (``engine_option``: its ``NAME=VALUE`` items); ``surgifuse
+    batch`` calls this for every stack folder, so both give the same files. Outputs are written
+    all-or-nothing (temporary files renamed into place once all are on disk).
+
+    Raises
+    ------
+    InputError, FileNotFoundError
+        Bad options, inputs or outputs (checked before any work where they can be), or a write failure.
+    """
     import numpy as np
 
     from .. import align as alignment
@@ -55,25 +120,23 @@ def run(args: argparse.Namespace) -> int:
     from ..fusion import fuse_focal_stack
 
     t_start = time.perf_counter()
-    outputs = {"output": args.output, "depth": args.depth, "confidence": args.confidence}
-    formats = _check_outputs(outputs)
-    reference = _parse_reference(args.reference)
-    if not 1 <= args.jpeg_quality <= 100:
-        raise InputError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
-    max_side = alignment.DEFAULT_MAX_SIDE if args.align_max_side is None else args.align_max_side
+    inputs = [str(p) for p in inputs]
+    output = str(output)
+    depth = None if depth is None else str(depth)
+    confidence = None if confidence is None else str(confidence)
+    formats = _check_outputs({"output": output, "depth": depth, "confidence": confidence})
+    reference = reference if isinstance(reference, int) else _parse_reference(reference)
+    if not 1 <= jpeg_quality <= 100:
+        raise InputError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+    max_side = alignment.DEFAULT_MAX_SIDE if align_max_side is None else align_max_side
     if max_side < alignment.MIN_SIDE:
         raise InputError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
 
+    spec, options = parse_engine_options(engine, engine_option)
     try:
-        spec = engines.engine_spec(args.engine)
-        options = spec.parse_assignments(args.engine_option)
+        frames, names = imageio.read_stack(inputs, pattern=pattern)
     except InputError as exc:
-        flag = "--engine" if exc.field == "engine" else "--engine-option"
-        raise InputError(f"{flag}: {exc}", field=exc.field, allowed=exc.allowed) from None
-    try:
-        frames, names = imageio.read_stack(args.inputs, pattern=args.pattern)
-    except InputError as exc:
-        if args.pattern is None and any(Path(p).is_dir() for p in args.inputs) and exc.file is not None:
+        if pattern is None and any(Path(p).is_dir() for p in inputs) and exc.file is not None:
             raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)",
                              file=exc.file) from exc
         raise
@@ -85,32 +148,31 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(reference, int) and not -k <= reference < k:
         raise InputError(f"--reference {reference} is outside a stack of {k} frames", field="reference")
     if frames[0].dtype == np.uint16 and formats["output"] == "jpeg":
-        raise InputError(f"{args.output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif",
-                         file=args.output)
-    engine = engines.create_engine(args.engine, **options)
+        raise InputError(f"{output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif", file=output)
+    fusion_engine = engines.create_engine(engine, **options)
     t_read = time.perf_counter()
 
-    fusion = fuse_focal_stack(engine, frames, align=args.align, reference=reference, max_side=max_side,
-                              interpolation=args.interpolation)
+    fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
+                              interpolation=interpolation)
     result = fusion.result
     t_fuse = time.perf_counter()
 
     fused = np.asarray(result.image)
     if fused.shape != frames[0].shape or fused.dtype != frames[0].dtype:
         raise InputTypeError(
-            f"engine {args.engine!r} returned a {fused.shape} {fused.dtype} image for {frames[0].shape} "
+            f"engine {engine!r} returned a {fused.shape} {fused.dtype} image for {frames[0].shape} "
             f"{frames[0].dtype} frames"
         )
-    files = {args.output: imageio.encode_image(fused, formats["output"], jpeg_quality=args.jpeg_quality)}
-    if args.depth:
-        files[args.depth] = imageio.encode_image(
+    files = {output: imageio.encode_image(fused, formats["output"], jpeg_quality=jpeg_quality)}
+    if depth:
+        files[depth] = imageio.encode_image(
             depth_image(result.depth_index, k, preview=formats["depth"] == "jpeg"), formats["depth"],
-            jpeg_quality=args.jpeg_quality,
+            jpeg_quality=jpeg_quality,
         )
-    if args.confidence:
-        files[args.confidence] = imageio.encode_image(
+    if confidence:
+        files[confidence] = imageio.encode_image(
             confidence_image(result.confidence, eight_bit=formats["confidence"] == "jpeg"), formats["confidence"],
-            jpeg_quality=args.jpeg_quality,
+            jpeg_quality=jpeg_quality,
         )
     try:
         imageio.write_files_atomic(files)
@@ -118,21 +180,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"cannot write the outputs ({', '.join(map(str, files))}): {exc.strerror or exc}") from exc
     t_write = time.perf_counter()
 
-    if not args.quiet:
-        h, w = frames[0].shape[:2]
-        if args.align:
-            moved = [r for r in fusion.registrations if r.significant]
-            motion = (f"{len(moved)} of {k - 1} frames moved, the most by {max(r.displacement for r in moved):.1f} px"
-                      if moved else "no frame moved")
-            align_text = f"register {fusion.timings['register']:.0f} ms ({motion})"
-        else:
-            align_text = "align off"
-        print(
-            f"fused K={k} {w}x{h} {frames[0].dtype} engine={args.engine}: read {1000 * (t_read - t_start):.0f} ms, "
-            f"{align_text}, fuse {fusion.timings['fuse']:.0f} ms, write {1000 * (t_write - t_fuse):.0f} ms "
-            f"-> {', '.join(map(str, files))}"
-        )
-    return 0
+    h, w = frames[0].shape[:2]
+    return StackFused(
+        files=list(files), k=k, width=w, height=h, dtype=str(frames[0].dtype), engine=engine,
+        registrations=fusion.registrations if align else None,
+        timings={"read": 1000 * (t_read - t_start), "register": fusion.timings["register"],
+                 "fuse": fusion.timings["fuse"], "write": 1000 * (t_write - t_fuse)},
+    )
 
 
 def depth_image(depth_index, k: int, *, preview: bool = False):

@@ -16,9 +16,11 @@ import argparse
 import os
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from surgifuse.commands import add_engine_arguments
+from surgifuse.commands import add_engine_arguments, parse_engine_options
 from surgifuse.errors import InputError
 
 #: Containers OpenCV writes here, and the codec for each.
@@ -48,42 +50,108 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    fused = fuse_video_file(
+        args.input, args.output, depth=args.depth, engine=args.engine, engine_option=args.engine_option, k=args.k,
+        align=args.align, motion_guard=args.motion_guard, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
+        progress=args.progress,
+    )
+    if not args.quiet:
+        print(fused.summary())
+    return 0
+
+
+@dataclass
+class VideoFused:
+    """What ``fuse_video_file`` did: the files it wrote and what its summary line says."""
+
+    files: list[str]
+    frames: int
+    width: int
+    height: int
+    k: int
+    engine: str
+    align: bool
+    seconds: float
+
+    def summary(self) -> str:
+        """``fused 60 frames 320x240 (K=5, engine=classical, align on) in 0.8 s (70.7 frames/s) -> OUT``"""
+        return (f"fused {self.frames} frames {self.width}x{self.height} (K={self.k}, engine={self.engine}, align "
+                f"{'on' if self.align else 'off'}) in {self.seconds:.1f} s ({self.frames / self.seconds:.1f} "
+                f"frames/s) -> {', '.join(self.files)}")
+
+
+def video_settings(engine: str = "classical", engine_option: Sequence[str] = (), *, k: int = 5, align: bool = True,
+                   motion_guard: bool = True):
+    """The ``LiveSettings`` of ``surgifuse fuse-video``'s options, checked against the engine's
+    declaration (``InputError`` naming ``--engine``, ``--engine-option`` or ``--k``)."""
+    from surgifuse.live.settings import LiveSettings, check_settings
+
+    _, options = parse_engine_options(engine, engine_option)
+    try:
+        return check_settings(LiveSettings(engine=engine, engine_options=options, k=k, align=align,
+                                           motion_guard=motion_guard))
+    except ValueError as exc:  # pydantic's bounds on k
+        raise InputError(f"--k: {exc}", field="k") from None
+
+
+def fuse_video_file(
+    video: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    depth: str | os.PathLike | None = None,
+    engine: str = "classical",
+    engine_option: Sequence[str] = (),
+    k: int = 5,
+    align: bool = True,
+    motion_guard: bool = True,
+    overwrite: bool = False,
+    jpeg_quality: int = 95,
+    progress: bool = True,
+) -> VideoFused:
+    """``surgifuse fuse-video`` without its command line: the live processing on every frame of a video.
+
+    Parameters are the command's options (``engine_option``: its ``NAME=VALUE`` items; ``output``
+    and ``depth``: a video file, or a folder when the path ends in ``/``); ``surgifuse batch`` calls
+    this for every video, so both give the same files. Each output is written under a temporary
+    name and renamed into place at the end.
+
+    Raises
+    ------
+    InputError, FileNotFoundError
+        Bad options, an unreadable video, an existing output without ``overwrite``.
+    """
     import cv2
     import numpy as np
 
     from surgifuse.engines import engine_spec
     from surgifuse.live.frames import CapturedFrame
     from surgifuse.live.pipeline import build_processor
-    from surgifuse.live.settings import LiveSettings, check_settings
     from surgifuse.progress import progress_bar
 
     from .fuse import depth_image
 
     t_start = time.perf_counter()
-    options = engine_spec(args.engine).parse_assignments(args.engine_option)
-    try:
-        settings = check_settings(LiveSettings(engine=args.engine, engine_options=options, k=args.k,
-                                               align=args.align, motion_guard=args.motion_guard))
-    except ValueError as exc:  # pydantic's bounds on k
-        raise InputError(f"--k: {exc}", field="k") from None
-    if not 1 <= args.jpeg_quality <= 100:
-        raise InputError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}", field="jpeg_quality")
-    outputs = [_Output.for_path(args.output, "OUTPUT", overwrite=args.overwrite)]
-    if args.depth:
-        outputs.append(_Output.for_path(args.depth, "--depth", overwrite=args.overwrite))
+    video, output = str(video), str(output)
+    depth = None if depth is None else str(depth)
+    settings = video_settings(engine, engine_option, k=k, align=align, motion_guard=motion_guard)
+    if not 1 <= jpeg_quality <= 100:
+        raise InputError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}", field="jpeg_quality")
+    outputs = [_Output.for_path(output, "OUTPUT", overwrite=overwrite)]
+    if depth:
+        outputs.append(_Output.for_path(depth, "--depth", overwrite=overwrite))
     if len({o.final for o in outputs}) != len(outputs):
-        raise InputError(f"{args.output}: used for both the fused output and --depth", file=args.output)
+        raise InputError(f"{output}: used for both the fused output and --depth", file=output)
 
-    if not Path(args.input).is_file():
-        raise FileNotFoundError(f"{args.input}: no such file")
-    capture = cv2.VideoCapture(str(args.input))
+    if not Path(video).is_file():
+        raise FileNotFoundError(f"{video}: no such file")
+    capture = cv2.VideoCapture(video)
     if not capture.isOpened():
-        raise InputError(f"{args.input}: not a video OpenCV can read", file=args.input)
+        raise InputError(f"{video}: not a video OpenCV can read", file=video)
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     fps = fps if 1.0 <= fps <= 1000.0 else 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     processor = build_processor(settings)
-    bar = progress_bar(total=total, desc="fuse-video", unit="frame", enabled=args.progress)
+    bar = progress_bar(total=total, desc="fuse-video", unit="frame", enabled=progress)
     count = 0
     try:
         while True:
@@ -92,32 +160,28 @@ def run(args: argparse.Namespace) -> int:
                 break
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             if count == 0:
-                engine_spec(args.engine).check_frame(image.shape, image.dtype, file=str(args.input))
+                engine_spec(engine).check_frame(image.shape, image.dtype, file=video)
             result = processor.process(CapturedFrame(image, count, 0.0))
-            outputs[0].write(count, result.image, fps=fps, quality=args.jpeg_quality)
-            if args.depth:
-                depth = depth_image(result.depth, settings.k, preview=not outputs[1].folder)
-                outputs[1].write(count, depth, fps=fps, quality=args.jpeg_quality)
+            outputs[0].write(count, result.image, fps=fps, quality=jpeg_quality)
+            if depth:
+                depth_frame = depth_image(result.depth, settings.k, preview=not outputs[1].folder)
+                outputs[1].write(count, depth_frame, fps=fps, quality=jpeg_quality)
             count += 1
             bar.update(1)
         if count == 0:
-            raise InputError(f"{args.input}: no frame could be read", file=args.input)
-        for output in outputs:
-            output.commit()
+            raise InputError(f"{video}: no frame could be read", file=video)
+        for out in outputs:
+            out.commit()
     except BaseException:
-        for output in outputs:
-            output.discard()
+        for out in outputs:
+            out.discard()
         raise
     finally:
         bar.close()
         capture.release()
-    seconds = time.perf_counter() - t_start
-    if not args.quiet:
-        h, w = np.asarray(result.image).shape[:2]
-        print(f"fused {count} frames {w}x{h} (K={settings.k}, engine={settings.engine}, align "
-              f"{'on' if settings.align else 'off'}) in {seconds:.1f} s ({count / seconds:.1f} frames/s) -> "
-              f"{', '.join(o.final for o in outputs)}")
-    return 0
+    h, w = np.asarray(result.image).shape[:2]
+    return VideoFused(files=[o.final for o in outputs], frames=count, width=w, height=h, k=settings.k,
+                      engine=settings.engine, align=settings.align, seconds=time.perf_counter() - t_start)
 
 
 class _Output:

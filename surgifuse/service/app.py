@@ -20,6 +20,7 @@ from surgifuse.live.pipeline import LivePipeline, default_engine_factory
 from surgifuse.live.publisher import FramePublisher
 from surgifuse.live.sources import FrameSource, open_source
 
+from .redact import install_token_redaction
 from .routes import health, page, stream
 from .routes import settings as settings_routes
 from .routes import upload as upload_routes
@@ -65,6 +66,7 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
     """
     settings = settings or ServiceSettings()
     settings.check_security()
+    install_token_redaction()
     # Uploaded images stay in memory (bounded by upload_max_bytes): Starlette would spool parts over
     # 1 MB to temporary files, and nothing of a patient's images is written to disk unasked.
     from starlette.formparsers import MultiPartParser
