@@ -14,6 +14,7 @@ COMMANDS = {
     "fuse": "fuse a focal stack (image files, a folder or a multi-page TIFF) into one image",
     "fuse-video": "apply the live processing (rolling stack, registration, engine, motion guard) to every frame of a video",
     "batch": "fuse every stack folder and video under a folder, serially or on a Ray cluster (resumable)",
+    "stitch": "stitch overlapping all-in-focus frames (e.g. of the fundus) into one panorama",
     "synth": "generate synthetic focal stacks with true all-in-focus image and depth",
     "eval": "score fusion engines on focal stacks (PSNR/SSIM against truth, or no-reference metrics)",
     "serve": "run the live service: capture, rolling focal stack, fusion, websocket stream",

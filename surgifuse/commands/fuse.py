@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from surgifuse.commands import add_engine_arguments, parse_engine_options
+from surgifuse.commands import (
+    add_engine_arguments,
+    check_image_outputs,
+    parse_engine_options,
+)
 from surgifuse.errors import InputError, InputTypeError
 
 
@@ -124,7 +128,7 @@ def fuse_stack_to_files(
     output = str(output)
     depth = None if depth is None else str(depth)
     confidence = None if confidence is None else str(confidence)
-    formats = _check_outputs({"output": output, "depth": depth, "confidence": confidence})
+    formats = check_image_outputs({"output": output, "depth": depth, "confidence": confidence})
     reference = reference if isinstance(reference, int) else _parse_reference(reference)
     if not 1 <= jpeg_quality <= 100:
         raise InputError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
@@ -214,30 +218,6 @@ def confidence_image(confidence, *, eight_bit: bool = False):
         raise InputTypeError(f"confidence must be HxW, got shape {conf.shape}")
     top = 255 if eight_bit else 65535
     return np.round(conf * top).astype(np.uint8 if eight_bit else np.uint16)
-
-
-def _check_outputs(outputs: dict[str, str | None]) -> dict[str, str]:
-    """Fail before any work if an output's format is unknown or its folder is missing/unwritable."""
-    from ..imageio import format_for_path
-
-    formats = {}
-    seen: dict[Path, str] = {}
-    for role, path in outputs.items():
-        if not path:
-            continue
-        formats[role] = format_for_path(path)
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise InputError(f"{path}: used for both the {seen[resolved]} and the {role} output")
-        seen[resolved] = role
-        if resolved.is_dir():
-            raise InputError(f"{path}: is a folder; give a file name for the {role} output")
-        folder = resolved.parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{path}: output folder {folder} does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"{path}: output folder {folder} is not writable")
-    return formats
 
 
 def _parse_reference(text: str) -> str | int:
