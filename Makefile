@@ -18,9 +18,9 @@ $(VENV)/.installed-run: $(CORE_INPUTS)
 	scripts/install $(VENV) core
 	touch $@
 
-# The test, training and batch (Ray) extras on top of the same build: never a second build of the core.
+# The test, training, batch (Ray) and raw (camera RAW) extras on top of the same build: never a second build of the core.
 $(VENV)/.installed-dev: $(VENV)/.installed-run
-	scripts/install $(VENV) extras test train batch
+	scripts/install $(VENV) extras test train batch raw
 	bash scripts/install-system-deps
 	touch $@
 
@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev
 test-latest:
 	rm -rf $(LATEST_VENV)
 	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) core
-	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) extras test train batch
+	SURGIFUSE_LATEST=1 scripts/install $(LATEST_VENV) extras test train batch raw
 	bash scripts/install-system-deps
 	@echo; echo "== versions that differ from constraints.txt"
 	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^surgifuse' | sed 's/+[a-z0-9.]*$$//' \

@@ -403,3 +403,30 @@ def test_register_needs_frames_of_one_size_and_sane_thresholds(rng):
     r = register(a, shifted)
     assert r.significant and round(r.transform.tx) == -3 and r.improvement > 0.5
     assert not register(a, shifted, min_displacement=10).significant  # a threshold it does not reach
+
+
+def test_an_estimate_the_reverse_registration_does_not_confirm_is_not_applied():
+    # Heavy defocus (NA 0.3), two frames, nothing moved: the estimate locks onto a wrong optimum
+    # of about 100 px that still lowers the residual. Registered the other way round it does not
+    # come back, so the round trip keeps the frame as it is.
+    from surgifuse import synth
+    from surgifuse.align import MAX_ROUND_TRIP_PX, register
+
+    stack = synth.generate_stack(2001, height=520, width=520, k=2, scene="mixed", instrument=True, noise=True,
+                                 jpeg_quality=90, numerical_aperture=0.3)
+    reference, moving = prepare_alignment(stack.frames[1]), prepare_alignment(stack.frames[0])
+    checked = register(reference, moving, round_trip=True)
+    assert not checked.significant and checked.transform.max_displacement((520, 520)) == 0
+    assert checked.round_trip > MAX_ROUND_TRIP_PX
+    assert math.isnan(register(reference, moving).round_trip)  # not checked unless asked
+
+
+def test_a_true_motion_survives_the_round_trip(astronaut):
+    from surgifuse.align import MAX_ROUND_TRIP_PX, register
+
+    truth = SimilarityTransform(scale=1.01, rotation=math.radians(0.4), tx=2.3, ty=-1.6)
+    reference = _focus(astronaut, sharp_left=True)
+    moving = _focus(_moving_view(astronaut, truth), sharp_left=False)
+    r = register(reference, moving, round_trip=True)
+    assert r.significant and r.round_trip <= MAX_ROUND_TRIP_PX
+    assert _residual(r.transform, truth, astronaut.shape[:2]) < 0.5

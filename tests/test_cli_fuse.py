@@ -166,7 +166,7 @@ def test_unreadable_file_is_named(tmp_path, rng, tiny_engine, capsys):
     write_image(tmp_path / "a.png", _texture(rng))
     (tmp_path / "b.png").write_text("garbage")
     rc = main(["fuse", str(tmp_path), "-o", str(tmp_path / "fused.png"), "--engine", "tiny"])
-    _assert_failed_cleanly(rc, capsys, tmp_path, "b.png", "not a PNG, JPEG or TIFF")
+    _assert_failed_cleanly(rc, capsys, tmp_path, "b.png", "not a PNG, JPEG, TIFF or camera RAW")
 
 
 def test_missing_input_and_empty_folder(tmp_path, tiny_engine, capsys):
@@ -307,3 +307,85 @@ def test_a_still_stack_fuses_bit_equal_to_no_align(tmp_path):
                  "--quiet"]) == 0
     np.testing.assert_array_equal(read_image(aligned), read_image(plain))
     np.testing.assert_array_equal(read_image(tmp_path / "d1.png"), read_image(tmp_path / "d2.png"))
+
+
+# ------------------------------------------------------------------ source map, 16 bits end to end
+
+
+def _banded_stack(base, k, band, sigma=3.0):
+    """K frames of ``base``: frame i sharp in vertical band i (columns i*band..), blurred elsewhere."""
+    frames = []
+    for i in range(k):
+        frame = cv2.GaussianBlur(base, (0, 0), sigma)
+        frame[:, i * band:(i + 1) * band] = base[:, i * band:(i + 1) * band]
+        frames.append(frame)
+    return frames
+
+
+def test_source_map_names_the_sharp_frame(tmp_path, rng, capsys):
+    k, band = 4, 32
+    frames = _banded_stack(_texture(rng, 64, k * band), k, band)
+    stack = _write_stack(tmp_path / "s", frames)
+    source, depth = tmp_path / "source.png", tmp_path / "depth.png"
+    assert main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--source-map", str(source),
+                 "--depth", str(depth), "--no-align"]) == 0
+    assert str(source) in capsys.readouterr().out
+    index = read_image(source)
+    assert index.dtype == np.uint8 and index.shape == (64, k * band)
+    assert set(np.unique(index)) <= set(range(k))
+    for i in range(k):
+        assert np.mean(index[:, i * band:(i + 1) * band] == i) > 0.9, i
+    # The depth map is the same decision in its display scale (frame i -> i / (K-1) * 65535).
+    d = read_image(depth).astype(np.float64) / 65535 * (k - 1)
+    assert np.mean(np.abs(d - index) < 0.5) > 0.99
+
+
+def test_source_map_values_and_types():
+    from surgifuse.commands.fuse import source_map_image
+
+    depth = np.array([[0.0, 0.49, 0.5, 0.51, 1.5, 2.9, 7.0, -1.0]], np.float32)
+    assert source_map_image(depth, 3).tolist() == [[0, 0, 0, 1, 1, 2, 2, 0]]  # nearest frame, clipped
+    assert source_map_image(depth, 3).dtype == np.uint8 and source_map_image(depth, 256).dtype == np.uint8
+    wide = source_map_image(np.array([[0.0, 255.4, 299.0]], np.float32), 300)
+    assert wide.dtype == np.uint16 and wide.tolist() == [[0, 255, 299]]
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_source_map_survives_the_file_round_trip(tmp_path, rng, ext):
+    from surgifuse.commands.fuse import source_map_image
+
+    for k in (7, 300):
+        index = source_map_image(rng.uniform(0, k - 1, (12, 20)).astype(np.float32), k)
+        write_image(tmp_path / f"map{ext}", index)
+        back = read_image(tmp_path / f"map{ext}")
+        assert back.dtype == index.dtype
+        np.testing.assert_array_equal(back, index)
+
+
+def test_source_map_jpeg_is_refused_before_work(tmp_path, rng, tiny_engine, capsys):
+    stack = _write_stack(tmp_path / "s", [_texture(rng) for _ in range(2)])
+    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--source-map", str(tmp_path / "fused_src.jpg"),
+               "--engine", "tiny"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "fused_src.jpg", "frame indices", ".png or .tif")
+    rc = main(["fuse", str(stack), "-o", str(tmp_path / "fused.png"), "--source-map", str(tmp_path / "fused.png"),
+               "--engine", "tiny"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "both the output and the source map")
+
+
+def test_sixteen_bit_tiff_stack_stays_16_bit_end_to_end(tmp_path, rng):
+    # Values that use the low byte: a conversion to 8 bits anywhere on the way (and back) would lose
+    # it; the classical engine copies the sharp frame's pixels, so they must come out bit-exact.
+    k, band = 3, 32
+    base = cv2.GaussianBlur(rng.integers(0, 65536, (64, k * band, 3)).astype(np.float32), (0, 0), 1.0)
+    base = np.round((base - base.min()) / np.ptp(base) * 60000 + 2000).astype(np.uint16)
+    assert len(np.unique(base & 0xFF)) == 256
+    stack = _write_stack(tmp_path / "s", _banded_stack(base, k, band), ext=".tif")
+    out, depth = tmp_path / "fused.tif", tmp_path / "depth.tif"
+    assert main(["fuse", str(stack), "-o", str(out), "--depth", str(depth), "--no-align", "--quiet"]) == 0
+    fused, d = read_image(out), read_image(depth)
+    assert fused.dtype == np.uint16 and fused.shape == base.shape and d.dtype == np.uint16
+    assert len(np.unique(fused)) > 256 and len(np.unique(fused & 0xFF)) == 256
+    for i in range(k):
+        inner = np.s_[8:-8, i * band + 8:(i + 1) * band - 8]
+        np.testing.assert_array_equal(fused[inner], base[inner])
+    assert d.min() == 0 and d.max() == 65535 and len(np.unique(d)) > k  # sub-frame depth kept in 16 bits

@@ -168,7 +168,7 @@ def test_missing_file_is_named(tmp_path):
 
 def test_non_image_file_is_named(tmp_path):
     (tmp_path / "fake.png").write_bytes(b"this is text, not pixels")
-    with pytest.raises(ValueError, match=r"fake\.png.*not a PNG, JPEG or TIFF"):
+    with pytest.raises(ValueError, match=r"fake\.png.*not a PNG, JPEG, TIFF or camera RAW"):
         read_stack([tmp_path / "fake.png"])
 
 

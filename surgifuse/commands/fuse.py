@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT",
         help="image files (taken in the order given), a folder of images (natural order: frame_2 before "
-             "frame_10) or a multi-page TIFF; PNG/JPEG/TIFF, 8- or 16-bit, sniffed from the content",
+             "frame_10) or a multi-page TIFF; PNG/JPEG/TIFF, 8- or 16-bit, or camera RAW (DNG, NEF, CR2, CR3, ARW, "
+             "ORF, RW2, RAF: 16-bit RGB, needs the raw extra), sniffed from the content",
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="fused image; format from the extension (.png, .tif: 8/16-bit as the input; .jpg: 8-bit)")
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", metavar="CONF",
                         help="also write the confidence map: .png/.tif 16-bit grey, 0..1 mapped to 0..65535; "
                              ".jpg 8-bit grey")
+    parser.add_argument("--source-map", metavar="MAP",
+                        help="also write which input frame each output pixel came from: .png/.tif grey, value i = "
+                             "frame i in input order (8-bit for up to 256 frames, else 16-bit); the engine's depth "
+                             "index rounded to the nearest frame")
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="fuse the frames as given (default: align every frame to the middle one)")
     parser.add_argument("--reference", default="middle", metavar="REF",
@@ -56,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     fused = fuse_stack_to_files(
         args.inputs, args.output, engine=args.engine, engine_option=args.engine_option, depth=args.depth,
-        confidence=args.confidence, align=args.align, reference=args.reference, align_max_side=args.align_max_side,
-        interpolation=args.interpolation, pattern=args.pattern, jpeg_quality=args.jpeg_quality,
+        confidence=args.confidence, source_map=args.source_map, align=args.align, reference=args.reference,
+        align_max_side=args.align_max_side, interpolation=args.interpolation, pattern=args.pattern,
+        jpeg_quality=args.jpeg_quality,
     )
     if not args.quiet:
         print(fused.summary())
@@ -99,6 +105,7 @@ def fuse_stack_to_files(
     engine_option: Sequence[str] = (),
     depth: str | os.PathLike | None = None,
     confidence: str | os.PathLike | None = None,
+    source_map: str | os.PathLike | None = None,
     align: bool = True,
     reference: str | int = "middle",
     align_max_side: int | None = None,
@@ -128,7 +135,12 @@ def fuse_stack_to_files(
     output = str(output)
     depth = None if depth is None else str(depth)
     confidence = None if confidence is None else str(confidence)
-    formats = check_image_outputs({"output": output, "depth": depth, "confidence": confidence})
+    source_map = None if source_map is None else str(source_map)
+    formats = check_image_outputs({"output": output, "depth": depth, "confidence": confidence,
+                                   "source map": source_map})
+    if formats.get("source map") == "jpeg":
+        raise InputError(f"{source_map}: the source map holds frame indices, which JPEG would change; write .png "
+                         "or .tif", file=source_map)
     reference = reference if isinstance(reference, int) else _parse_reference(reference)
     if not 1 <= jpeg_quality <= 100:
         raise InputError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
@@ -178,6 +190,8 @@ def fuse_stack_to_files(
             confidence_image(result.confidence, eight_bit=formats["confidence"] == "jpeg"), formats["confidence"],
             jpeg_quality=jpeg_quality,
         )
+    if source_map:
+        files[source_map] = imageio.encode_image(source_map_image(result.depth_index, k), formats["source map"])
     try:
         imageio.write_files_atomic(files)
     except OSError as exc:
@@ -207,6 +221,25 @@ def depth_image(depth_index, k: int, *, preview: bool = False):
         grey8 = np.round(unit * 255).astype(np.uint8)
         return cv2.cvtColor(cv2.applyColorMap(grey8, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
     return np.round(unit * 65535).astype(np.uint16)
+
+
+def source_map_image(depth_index, k: int):
+    """Per pixel, the input frame it came from: the depth index (0..K-1) rounded to the nearest frame
+    (half-way down), uint8 for K <= 256, else uint16.
+
+    The classical engine's depth index is the frame it chose plus a parabolic sub-frame offset in
+    [-0.5, +0.5], +0.5 only where the next frame ties (the choice is the first maximum), so the
+    map is exactly that frame (its pixels without focus information, the average of all frames,
+    name the middle frame). The fn and msmfm engines give the blend-weighted mean of the frame
+    indices: where they blend, the map names the frame nearest that mean.
+    """
+    import numpy as np
+
+    depth = np.nan_to_num(np.asarray(depth_index, dtype=np.float32))
+    if depth.ndim != 2:
+        raise InputTypeError(f"depth_index must be HxW, got shape {depth.shape}")
+    index = np.clip(np.ceil(depth - 0.5), 0, max(k - 1, 0))
+    return index.astype(np.uint8 if k <= 256 else np.uint16)
 
 
 def confidence_image(confidence, *, eight_bit: bool = False):
