@@ -659,7 +659,7 @@ def register_stack(
     the registration the other way round confirms it (``register(..., round_trip=True)``).
     """
     stack = validate_stack(frames)
-    ref_index = _reference_index(reference, len(stack))
+    ref_index = reference_index(reference, len(stack))
     prepared = [prepare_alignment(f, max_side=max_side) for f in stack]
     identity = SimilarityTransform.identity()
     return [Registration(identity, identity, 0.0, 0.0) if i == ref_index
@@ -670,7 +670,7 @@ def register_stack(
 # ----------------------------------------------------------------------------------------- internals
 
 
-def _reference_index(reference: str | int, k: int) -> int:
+def reference_index(reference: str | int, k: int) -> int:
     if isinstance(reference, str):
         named = {"middle": k // 2, "first": 0, "last": k - 1, "newest": k - 1}
         if reference not in named:

@@ -5,7 +5,9 @@ One function for every offline use, so that they cannot drift apart: ``surgifuse
 (``surgifuse.align.register_stack``: a transform only where the data supports it, so a still stack
 is fused exactly as ``--no-align`` fuses it); an engine whose prepared data is a pixel map (the
 classical focus map) measures focus on the RAW frame and has the map warped, since resampling
-lowers measured focus (``surgifuse.buffer.prepare_aligned``).
+lowers measured focus (``surgifuse.buffer.prepare_aligned``). A stack deeper than the engine's
+largest K, for an engine that can (the classical one), is fused one frame at a time in bounded memory
+(``surgifuse.streaming``): frames from ``surgifuse.imageio.open_stack`` are then never all decoded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from .engines.base import Engine, FusionResult, validate_stack
 from .errors import InputError
 
-__all__ = ["StackFusion", "fuse_focal_stack"]
+__all__ = ["StackFusion", "deeper_than_engine", "fuse_focal_stack"]
 
 
 @dataclass
@@ -52,14 +54,17 @@ def fuse_focal_stack(
     max_side: int | None = None,
     interpolation: str = "lanczos",
     registrations: Sequence | None = None,
+    stream: bool | None = None,
+    progress: bool = False,
 ) -> StackFusion:
     """Fuse a recorded focal stack with ``engine``, registered onto one reference frame.
 
     Parameters
     ----------
     engine : Engine
-    frames : sequence of ndarray
-        K frames of one shape and dtype; checked against the engine's declaration first.
+    frames : sequence of ndarray, or FrameStack
+        K frames of one shape and dtype; checked against the engine's declaration first. A
+        ``surgifuse.imageio.FrameStack`` is decoded one frame at a time when the stack is streamed.
     align : bool
         Register the frames (default); False fuses them as given.
     reference : "middle", "first", "last" or int
@@ -71,14 +76,28 @@ def fuse_focal_stack(
     registrations : sequence of Registration, optional
         From an earlier ``surgifuse.align.register_stack`` of these frames (several engines on one
         stack register it once); ``align`` and ``reference`` are then not used.
+    stream : bool, optional
+        Fuse one frame at a time in bounded memory (``surgifuse.streaming.fuse_stream``; the
+        classical engine's result to the bit). Default: where K exceeds the engine's ``max_k`` and
+        the engine declares ``limits.streaming``.
+    progress : bool
+        For a streamed stack: a progress bar per pass on stderr.
 
     Returns
     -------
     StackFusion
+        For a streamed stack, ``frames`` is empty (the frames are not kept).
     """
     from . import align as alignment
     from .buffer import prepare_aligned
 
+    if stream is None:
+        stream = deeper_than_engine(engine, len(frames))
+    if stream:
+        from .streaming import fuse_stream
+
+        return fuse_stream(engine, frames, align=align, reference=reference, max_side=max_side,
+                           interpolation=interpolation, registrations=registrations, progress=progress)
     stack = validate_stack(frames)
     if engine.spec is not None:
         engine.spec.check_stack(len(stack), stack[0].shape, stack[0].dtype)
@@ -104,3 +123,9 @@ def fuse_focal_stack(
     t2 = time.perf_counter()
     return StackFusion(result=result, frames=fused_frames, registrations=registrations,
                        timings={"register": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0})
+
+
+def deeper_than_engine(engine: Engine, k: int) -> bool:
+    """Whether a stack of ``k`` frames exceeds the engine's largest K and the engine streams deeper ones."""
+    limits = None if engine.spec is None else engine.spec.limits
+    return limits is not None and limits.streaming and limits.max_k is not None and k > limits.max_k

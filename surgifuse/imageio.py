@@ -317,7 +317,7 @@ class FrameStack:
         self.names = list(names)
 
     @classmethod
-    def from_arrays(cls, frames: Iterable[np.ndarray], names: Sequence[str] | None = None) -> "FrameStack":
+    def from_arrays(cls, frames: Iterable[np.ndarray], names: Sequence[str] | None = None) -> FrameStack:
         """Frames already decoded (``names`` default to ``frame 0``, ``frame 1``...)."""
         frames = list(frames)
         names = [f"frame {i}" for i in range(len(frames))] if names is None else list(names)
@@ -326,12 +326,12 @@ class FrameStack:
         return cls([(_FrameSource(name, frame), None) for name, frame in zip(names, frames)], names)
 
     @classmethod
-    def from_bytes(cls, items: Iterable[tuple[str, bytes]]) -> "FrameStack":
+    def from_bytes(cls, items: Iterable[tuple[str, bytes]]) -> FrameStack:
         """``(name, bytes)`` pairs, e.g. an HTTP upload: the bytes stay compressed until a frame is read."""
         return cls._from_sources(_FrameSource(name, data) for name, data in items)
 
     @classmethod
-    def _from_sources(cls, sources: Iterable[_FrameSource]) -> "FrameStack":
+    def _from_sources(cls, sources: Iterable[_FrameSource]) -> FrameStack:
         frames, names = [], []
         for source in sources:
             pages = source.frame_pages()

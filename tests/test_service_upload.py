@@ -211,8 +211,10 @@ def test_a_stack_the_engine_cannot_take_is_refused_before_fusing():
                        data={"engine": "fn"})
         assert r.status_code == 422 and "'fn' takes uint8" in r.json()["detail"]
         many = [focus_sweep(16, 16, k=1, seed=s)[0] for s in range(32)]
-        r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "classical"})
+        r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "fn"})
         assert r.status_code == 422 and "1..31" in r.json()["detail"]
+        r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "classical"})  # streamed
+        assert r.status_code == 200, r.text
         r = httpx.post(f"{base}/v1/fuse", files=_pngs(many), data={"engine": "msmfm"})  # any K
         assert r.status_code == 200, r.text
 

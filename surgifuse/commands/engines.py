@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:
         limits = spec.limits
         max_k = "any" if limits.max_k is None else limits.max_k
+        if limits.streaming and limits.max_k is not None:
+            max_k = f"{max_k} (offline any, one frame at a time)"
         print(f"{spec.name}: {spec.summary}")
         print(f"  limits: K 1..{max_k}, {'/'.join(limits.dtypes)}, "
               f"{' or '.join('grey' if c == 1 else f'{c}-channel' for c in limits.channels)}, "

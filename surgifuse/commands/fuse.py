@@ -8,6 +8,8 @@ failing run leaves no OUT (nor a half-written one) behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write which input frame each output pixel came from: .png/.tif grey, value i = "
                              "frame i in input order (8-bit for up to 256 frames, else 16-bit); the engine's depth "
                              "index rounded to the nearest frame")
+    parser.add_argument("--report", metavar="REPORT",
+                        help="also write a JSON report: the instrument (present, tip_xy in px, the tip's height above "
+                             "the retina in focus steps and, with --focus-step-mm, in mm) and depth_scale, which "
+                             "turns --depth's 16-bit values into focus steps; frame 0 must be the nearest focus")
+    parser.add_argument("--focus-step-mm", type=float, default=None, metavar="MM",
+                        help="distance between neighbouring focus positions in mm: the report gives heights in mm too")
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="fuse the frames as given (default: align every frame to the middle one)")
     parser.add_argument("--reference", default="middle", metavar="REF",
@@ -55,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inside folders, read only image files matching GLOB (default: all of them; in a "
                              "folder written by 'surgifuse synth', its frame_* files)")
     parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q", help="JPEG quality 1..100 (default 95)")
-    parser.add_argument("--quiet", action="store_true", help="no summary line")
+    parser.add_argument("--quiet", action="store_true", help="no summary line and no progress")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, engine=args.engine, engine_option=args.engine_option, depth=args.depth,
         confidence=args.confidence, source_map=args.source_map, align=args.align, reference=args.reference,
         align_max_side=args.align_max_side, interpolation=args.interpolation, pattern=args.pattern,
-        jpeg_quality=args.jpeg_quality,
+        jpeg_quality=args.jpeg_quality, progress=not args.quiet, report=args.report,
+        focus_step_mm=args.focus_step_mm,
     )
     if not args.quiet:
         print(fused.summary())
@@ -82,6 +91,7 @@ class StackFused:
     engine: str
     registrations: list | None  # None: alignment off
     timings: dict[str, float]  # milliseconds: read, register, fuse, write
+    streamed: bool = False  # deeper than the engine's largest K: fused one frame at a time
 
     def summary(self) -> str:
         """``fused K=7 2048x1536 uint8 engine=classical: read 175 ms, register ... -> OUT, DEPTH``"""
@@ -93,7 +103,8 @@ class StackFused:
         else:
             align_text = "align off"
         return (f"fused K={self.k} {self.width}x{self.height} {self.dtype} engine={self.engine}: read "
-                f"{self.timings['read']:.0f} ms, {align_text}, fuse {self.timings['fuse']:.0f} ms, write "
+                f"{self.timings['read']:.0f} ms, {align_text}, fuse {self.timings['fuse']:.0f} ms"
+                f"{' (one frame at a time)' if self.streamed else ''}, write "
                 f"{self.timings['write']:.0f} ms -> {', '.join(self.files)}")
 
 
@@ -112,12 +123,17 @@ def fuse_stack_to_files(
     interpolation: str = "lanczos",
     pattern: str | None = None,
     jpeg_quality: int = 95,
+    progress: bool = False,
+    report: str | os.PathLike | None = None,
+    focus_step_mm: float | None = None,
 ) -> StackFused:
     """``surgifuse fuse`` without its command line: read a focal stack, fuse it, write the outputs.
 
     Parameters are the command's options (``engine_option``: its ``NAME=VALUE`` items); ``surgifuse
     batch`` calls this for every stack folder, so both give the same files. Outputs are written
-    all-or-nothing (temporary files renamed into place once all are on disk).
+    all-or-nothing (temporary files renamed into place once all are on disk). A stack deeper than
+    the engine's largest K is read and fused one frame at a time (``surgifuse.streaming``), with
+    ``progress`` on stderr.
 
     Raises
     ------
@@ -128,7 +144,7 @@ def fuse_stack_to_files(
 
     from .. import align as alignment
     from .. import engines, imageio
-    from ..fusion import fuse_focal_stack
+    from ..fusion import deeper_than_engine, fuse_focal_stack
 
     t_start = time.perf_counter()
     inputs = [str(p) for p in inputs]
@@ -141,6 +157,13 @@ def fuse_stack_to_files(
     if formats.get("source map") == "jpeg":
         raise InputError(f"{source_map}: the source map holds frame indices, which JPEG would change; write .png "
                          "or .tif", file=source_map)
+    report = None if report is None else str(report)
+    if focus_step_mm is not None:
+        if report is None:
+            raise InputError("--focus-step-mm needs --report (it converts the report's heights to mm)",
+                             field="focus_step_mm")
+        if not (isinstance(focus_step_mm, (int, float)) and 0 < focus_step_mm < float("inf")):
+            raise InputError(f"--focus-step-mm must be a number > 0, got {focus_step_mm}", field="focus_step_mm")
     reference = reference if isinstance(reference, int) else _parse_reference(reference)
     if not 1 <= jpeg_quality <= 100:
         raise InputError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
@@ -149,36 +172,34 @@ def fuse_stack_to_files(
         raise InputError(f"--align-max-side must be at least {alignment.MIN_SIDE}, got {max_side}")
 
     spec, options = parse_engine_options(engine, engine_option)
-    try:
-        frames, names = imageio.read_stack(inputs, pattern=pattern)
-    except InputError as exc:
-        if pattern is None and any(Path(p).is_dir() for p in inputs) and exc.file is not None:
-            raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)",
-                             file=exc.file) from exc
-        raise
-    k = len(frames)
+    with _hint_pattern(inputs, pattern):
+        stack = imageio.open_stack(inputs, pattern=pattern)
+        first = stack[0]
+    k, names, shape, dtype = len(stack), stack.names, first.shape, first.dtype
+    del first
     if k < 2:
         raise InputError(f"{names[0]}: a focal stack needs at least 2 frames, got 1: there is nothing to fuse "
                          "(give the other frames, or a folder or multi-page TIFF holding them)", file=names[0])
-    spec.check_stack(k, frames[0].shape, frames[0].dtype, file=names[0])
+    spec.check_stack(k, shape, dtype, file=names[0], streaming=True)
     if isinstance(reference, int) and not -k <= reference < k:
         raise InputError(f"--reference {reference} is outside a stack of {k} frames", field="reference")
-    if frames[0].dtype == np.uint16 and formats["output"] == "jpeg":
+    if dtype == np.uint16 and formats["output"] == "jpeg":
         raise InputError(f"{output}: the input is 16-bit and JPEG holds 8 bits; write .png or .tif", file=output)
     fusion_engine = engines.create_engine(engine, **options)
+    streamed = deeper_than_engine(fusion_engine, k)
+    with _hint_pattern(inputs, pattern):
+        frames = stack if streamed else list(stack)  # a streamed stack is decoded while it is fused
     t_read = time.perf_counter()
 
-    fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
-                              interpolation=interpolation)
+    with _hint_pattern(inputs, pattern):
+        fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
+                                  interpolation=interpolation, progress=progress)
     result = fusion.result
     t_fuse = time.perf_counter()
 
     fused = np.asarray(result.image)
-    if fused.shape != frames[0].shape or fused.dtype != frames[0].dtype:
-        raise InputTypeError(
-            f"engine {engine!r} returned a {fused.shape} {fused.dtype} image for {frames[0].shape} "
-            f"{frames[0].dtype} frames"
-        )
+    if fused.shape != shape or fused.dtype != dtype:
+        raise InputTypeError(f"engine {engine!r} returned a {fused.shape} {fused.dtype} image for {shape} {dtype} frames")
     files = {output: imageio.encode_image(fused, formats["output"], jpeg_quality=jpeg_quality)}
     if depth:
         files[depth] = imageio.encode_image(
@@ -192,18 +213,22 @@ def fuse_stack_to_files(
         )
     if source_map:
         files[source_map] = imageio.encode_image(source_map_image(result.depth_index, k), formats["source map"])
+    if report:
+        files[report] = (json.dumps(depth_report(result, k, focus_step_mm=focus_step_mm), indent=2) + "\n").encode()
     try:
         imageio.write_files_atomic(files)
     except OSError as exc:
         raise InputError(f"cannot write the outputs ({', '.join(map(str, files))}): {exc.strerror or exc}") from exc
     t_write = time.perf_counter()
 
-    h, w = frames[0].shape[:2]
+    h, w = shape[:2]
     return StackFused(
-        files=list(files), k=k, width=w, height=h, dtype=str(frames[0].dtype), engine=engine,
+        files=list(files), k=k, width=w, height=h, dtype=str(dtype), engine=engine,
         registrations=fusion.registrations if align else None,
-        timings={"read": 1000 * (t_read - t_start), "register": fusion.timings["register"],
-                 "fuse": fusion.timings["fuse"], "write": 1000 * (t_write - t_fuse)},
+        timings={"read": 1000 * (t_read - t_start) + fusion.timings.get("read", 0.0),
+                 "register": fusion.timings["register"], "fuse": fusion.timings["fuse"],
+                 "write": 1000 * (t_write - t_fuse)},
+        streamed=streamed,
     )
 
 
@@ -221,6 +246,24 @@ def depth_image(depth_index, k: int, *, preview: bool = False):
         grey8 = np.round(unit * 255).astype(np.uint8)
         return cv2.cvtColor(cv2.applyColorMap(grey8, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
     return np.round(unit * 65535).astype(np.uint16)
+
+
+def depth_image_scale(k: int) -> float:
+    """Focus steps per unit of the 16-bit ``--depth`` image (``depth_image``: 0..K-1 -> 0..65535)."""
+    return (k - 1) / 65535 if k > 1 else 0.0
+
+
+def depth_report(result, k: int, *, focus_step_mm: float | None = None) -> dict:
+    """The ``--report`` JSON: ``{"instrument": {present, tip_xy, height_steps, height_mm},
+    "depth_scale"}`` from a ``FusionResult`` of K frames in near-to-far focus order."""
+    import numpy as np
+
+    from ..instrument import measure_instrument
+
+    image = result.image if result.image.ndim == 3 else np.dstack([result.image] * 3)
+    reading = measure_instrument(result.depth_index, image, confidence=result.confidence,
+                                 focus_step_mm=focus_step_mm, k=k)
+    return {"instrument": reading.as_dict(), "depth_scale": depth_image_scale(k)}
 
 
 def source_map_image(depth_index, k: int):
@@ -251,6 +294,18 @@ def confidence_image(confidence, *, eight_bit: bool = False):
         raise InputTypeError(f"confidence must be HxW, got shape {conf.shape}")
     top = 255 if eight_bit else 65535
     return np.round(conf * top).astype(np.uint8 if eight_bit else np.uint16)
+
+
+@contextlib.contextmanager
+def _hint_pattern(inputs: Sequence[str], pattern: str | None):
+    """A frame that does not fit the stack, read from a folder without --pattern: suggest it."""
+    try:
+        yield
+    except InputError as exc:
+        if pattern is None and any(Path(p).is_dir() for p in inputs) and exc.file is not None:
+            raise InputError(f"{exc} (is every image in the folder a frame? choose them with --pattern GLOB)",
+                             file=exc.file) from exc
+        raise
 
 
 def _parse_reference(text: str) -> str | int:

@@ -70,6 +70,11 @@ class Engine(abc.ABC):
     def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any]) -> FusionResult:
         """Fuse K frames given what ``prepare_frame`` returned for each, in the same order."""
 
+    def streaming_decision(self, k: int, frame_shape: tuple[int, ...], dtype):
+        """The engine's decision over a stream of K frames (``surgifuse.streaming.StreamingDecision``,
+        fed ``prepare_frame``'s maps), for stacks of any K in bounded memory; None where the engine
+        needs all frames at once (the default). Engines that return one declare ``limits.streaming``."""
+
     def fuse(self, stack: Sequence[np.ndarray] | np.ndarray) -> FusionResult:
         """Fuse a whole stack: K frames (a sequence, or an array with K first), checked against the
         engine's declaration first (``InputError`` for a K, pixel type or shape it cannot take)."""

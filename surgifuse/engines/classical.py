@@ -10,6 +10,7 @@ See docs/classical-engine.md.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from surgifuse.errors import InputError
 
 from .. import decision
 from ..focus_measure import FOCUS_MAP_MODES, focus_map
+from ..scaled_decision import auto_factor, fuse_stack_scaled, reduce_focus_map
 from .base import Engine, FusionResult, validate_stack
 from .spec import EngineLimits, EngineOption, EngineSpec
 
@@ -40,6 +42,9 @@ SPEC = EngineSpec(
                      "(0: off)", minimum=0, maximum=decision.MAX_RADIUS),
         EngineOption("blend_radius", int, DEFAULT_BLEND_RADIUS, "label-fraction blend at boundaries over (2r+1)^2 px "
                      "(0: hard seams)", minimum=0, maximum=decision.MAX_RADIUS),
+        EngineOption("decision_scale", int, 0, "decide on focus maps summed over n x n blocks, filter and blend "
+                     "windows n times wider (0: by frame size, 1 below 1080 px, 2 at 1080p, 4 at 4K)", minimum=0,
+                     maximum=8),
         EngineOption("flat_threshold", int, DEFAULT_FLAT_THRESHOLD, "pixels whose best focus is at or below this "
                      "carry no information: their majority takes the average of all frames", minimum=0,
                      maximum=2**32 - 1),
@@ -49,9 +54,10 @@ SPEC = EngineSpec(
                      choices=("cpu", "cuda")),
     ),
     # A tie in focus goes to the earlier frame (the arg-max keeps the first maximum), so where frames
-    # are equally sharp the order decides: at most a few grey levels at region boundaries.
+    # are equally sharp the order decides: at most a few grey levels at region boundaries. Offline,
+    # deeper stacks are fused one frame at a time by the same rules (surgifuse.streaming).
     limits=EngineLimits(max_k=decision.MAX_STACK_SIZE, dtypes=("uint8", "uint16"), channels=(1, 3),
-                        order_invariant=False),
+                        order_invariant=False, streaming=True),
     runtime_options=frozenset({"threads", "device"}),
 )
 
@@ -102,7 +108,18 @@ class ClassicalEngine(Engine):
         self.mode, self.step, self.threshold, self.window = o["mode"], o["step"], o["threshold"], o["window"]
         self.filter_radius, self.blend_radius = o["filter_radius"], o["blend_radius"]
         self.flat_threshold, self.threads, self.device = o["flat_threshold"], o["threads"], o["device"]
+        self.decision_scale = o["decision_scale"]
         self._prepare_ms = 0.0
+        # id(focus map) -> (weak reference to the map, factor, reduced map): a live buffer fuses each
+        # map K times; it is reduced once. Only the last call's maps are kept, and only reduced.
+        self._reduced: dict[int, tuple[weakref.ref, int, np.ndarray]] = {}
+
+    def scale_for(self, shape: tuple[int, ...]) -> int:
+        """The decision's reduction for frames of ``shape`` (``decision_scale``; 0: ``auto_factor``).
+        The CUDA decision runs at full scale."""
+        if self.device == "cuda":
+            return 1
+        return self.decision_scale or auto_factor(shape)
 
     def prepare_frame(self, frame: np.ndarray) -> np.ndarray:
         """The frame's focus map (uint32 HxW): the per-frame work a live buffer caches."""
@@ -120,16 +137,41 @@ class ClassicalEngine(Engine):
         if len(prepared) != len(frames):
             raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared focus maps: K must match")
         t0 = time.perf_counter()
-        out = decision.fuse_stack(
-            frames,
-            prepared,
-            filter_radius=self.filter_radius,
-            blend_radius=self.blend_radius,
-            flat_threshold=self.flat_threshold,
-            threads=self.threads,
-            device=self.device,
-        )
+        factor = self.scale_for(frames[0].shape)
+        if factor > 1:
+            out = fuse_stack_scaled(frames, prepared, factor=factor, filter_radius=self.filter_radius,
+                                    blend_radius=self.blend_radius, flat_threshold=self.flat_threshold,
+                                    threads=self.threads, reduced_maps=self._reduce(prepared, factor))
+        else:
+            out = decision.fuse_stack(
+                frames,
+                prepared,
+                filter_radius=self.filter_radius,
+                blend_radius=self.blend_radius,
+                flat_threshold=self.flat_threshold,
+                threads=self.threads,
+                device=self.device,
+            )
         decision_ms = (time.perf_counter() - t0) * 1000.0
         timings = {"focus_measure": self._prepare_ms, "decision": decision_ms}
         self._prepare_ms = 0.0
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings)
+
+    def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
+        cached = self._reduced
+        self._reduced = {}
+        for m in maps:
+            hit = cached.get(id(m))
+            if hit is None or hit[0]() is not m or hit[1] != factor:
+                hit = (weakref.ref(m), factor, reduce_focus_map(np.asarray(m), factor))
+            self._reduced[id(m)] = hit
+        return [self._reduced[id(m)][2] for m in maps]
+
+    def streaming_decision(self, k: int, frame_shape: tuple[int, ...], dtype):
+        """The same decision over a stream of frames, for stacks deeper than K = 31
+        (``surgifuse.streaming``): the same image, depth and confidence to the bit."""
+        from ..streaming import StreamingDecision
+
+        return StreamingDecision(k, frame_shape, dtype, filter_radius=self.filter_radius,
+                                 blend_radius=self.blend_radius, flat_threshold=self.flat_threshold,
+                                 factor=self.scale_for(frame_shape))

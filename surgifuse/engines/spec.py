@@ -120,6 +120,9 @@ class EngineLimits:
     with the default options (some options need larger frames, e.g. the classical engine's ``step``
     and ``window``: the engine refuses those with an ``InputError`` naming the option).
     ``order_invariant``: the fused image does not depend on the order of the frames.
+    ``streaming``: offline (``surgifuse fuse``, ``POST /v1/fuse``), stacks deeper than ``max_k``
+    are fused one frame at a time in bounded memory (``surgifuse.streaming``); the live rolling
+    stack keeps ``max_k``.
     """
 
     max_k: int | None
@@ -127,10 +130,11 @@ class EngineLimits:
     channels: tuple[int, ...] = (1, 3)
     min_side: int = 1
     order_invariant: bool = True
+    streaming: bool = False
 
     def as_dict(self) -> dict:
         return {"max_k": self.max_k, "dtypes": list(self.dtypes), "channels": list(self.channels),
-                "min_side": self.min_side, "order_invariant": self.order_invariant}
+                "min_side": self.min_side, "order_invariant": self.order_invariant, "streaming": self.streaming}
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,16 @@ class EngineSpec:
             out[name] = self.option(name, field=name).parse(value, field=name)
         return out
 
-    def check_k(self, k: int, *, field: str = "k") -> int:
-        """``k`` if this engine fuses stacks of that many frames, else ``InputError(field=field)``."""
-        allowed = f"1..{self.limits.max_k}" if self.limits.max_k is not None else ">= 1"
+    def check_k(self, k: int, *, field: str = "k", streaming: bool = False) -> int:
+        """``k`` if this engine fuses stacks of that many frames, else ``InputError(field=field)``.
+
+        ``streaming``: the stack is fused offline, where an engine with ``limits.streaming`` takes any K.
+        """
+        bounded = self.limits.max_k is not None and not (streaming and self.limits.streaming)
+        allowed = f"1..{self.limits.max_k}" if bounded else ">= 1"
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
             raise InputTypeError(f"{field} must be an integer, got {type(k).__name__}", field=field, allowed=allowed)
-        if k < 1 or (self.limits.max_k is not None and k > self.limits.max_k):
+        if k < 1 or (bounded and k > self.limits.max_k):
             raise InputError(f"engine {self.name!r} fuses stacks of {allowed} frames, got {field}={k}",
                              field=field, allowed=allowed)
         return int(k)
@@ -219,9 +227,10 @@ class EngineSpec:
                              f"per side, got {shape[1]}x{shape[0]}", file=file,
                              allowed=f">= {self.limits.min_side} px per side")
 
-    def check_stack(self, k: int, shape: tuple[int, ...], dtype: Any, *, file: str | None = None) -> None:
-        """Both checks: the stack size and the frames."""
-        self.check_k(k)
+    def check_stack(self, k: int, shape: tuple[int, ...], dtype: Any, *, file: str | None = None,
+                    streaming: bool = False) -> None:
+        """Both checks: the stack size (``streaming``: see ``check_k``) and the frames."""
+        self.check_k(k, streaming=streaming)
         self.check_frame(shape, dtype, file=file)
 
     def as_dict(self) -> dict:

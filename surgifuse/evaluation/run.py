@@ -289,7 +289,9 @@ def evaluate(
                     f"engine {name!r} returned {image.shape} {image.dtype} for frames of "
                     f"{stack.frames[0].shape} {stack.frames[0].dtype}"
                 )
-            scores = score_image(image, stack, inputs=fusion.frames, border=border, no_reference=score_nr)
+            # A stack deeper than the engine's K is streamed and its frames are not kept: the
+            # no-reference metrics then compare with the frames as given.
+            scores = score_image(image, stack, inputs=fusion.frames or None, border=border, no_reference=score_nr)
             scores["seconds"] = seconds
             entry["results"][name] = scores
             if on_fused:

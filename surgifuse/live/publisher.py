@@ -149,12 +149,17 @@ class FramePublisher:
     metrics : LiveMetrics, optional
     status : callable, optional
         Returns the source status dict; its ``state`` goes into each header.
+    settings : callable, optional
+        Returns the current ``LiveSettings``: the instrument read-out's warning distance and focus
+        step in mm (defaults without it).
     """
 
-    def __init__(self, *, jpeg_quality: int = 80, metrics: LiveMetrics | None = None, status=None) -> None:
+    def __init__(self, *, jpeg_quality: int = 80, metrics: LiveMetrics | None = None, status=None,
+                 settings=None) -> None:
         self.jpeg_quality = jpeg_quality
         self.metrics = metrics or LiveMetrics()
         self.status = status
+        self.settings = settings
         self._slot: LatestSlot[ProcessedFrame] = LatestSlot()
         self._clients: set[ClientSlot] = set()
         self._latest: dict[str, bytes] = {}
@@ -244,8 +249,15 @@ class FramePublisher:
                 self._hand_over(packets)
 
     def encode(self, processed: ProcessedFrame, views) -> dict[str, bytes]:
-        """Packets for ``views`` of one processed frame (each view encoded once)."""
+        """Packets for ``views`` of one processed frame (each view encoded once; the instrument
+        read-out measured once for all of them)."""
         packets = {}
+        instrument, instrument_ms = None, None
+        if views:
+            t0 = time.perf_counter()
+            instrument = self._instrument(processed)
+            instrument_ms = (time.perf_counter() - t0) * 1000.0
+            self.metrics.observe_ms("instrument", instrument_ms)
         for view in views:
             t0 = time.perf_counter()
             image, shown = self._view_image(processed, view)
@@ -270,14 +282,34 @@ class FramePublisher:
                 "focus": processed.frame_focus if any(f is not None for f in processed.frame_focus) else None,
                 "width": int(image.shape[1]),
                 "height": int(image.shape[0]),
-                "timings": {**{k: round(v, 3) for k, v in processed.timings.items()}, "encode": round(encode_ms, 3)},
+                "timings": {**{k: round(v, 3) for k, v in processed.timings.items()}, "encode": round(encode_ms, 3),
+                            **({"instrument": round(instrument_ms, 3)} if instrument_ms is not None else {})},
                 "guard_fraction": round(processed.guard_fraction, 5),
                 "source_state": (self.status() or {}).get("state") if self.status else None,
                 "depth_scale": depth_scale(processed.k, processed.frame_focus) if shown == "depth" else None,
+                "instrument": instrument,
             }
             packets[view] = pack_frame(header, jpeg.tobytes())
         self.encoded += 1
         return packets
+
+    def _instrument(self, processed: ProcessedFrame) -> dict | None:
+        """The header's instrument read-out (``surgifuse.live.instrument_readout``); None when there
+        is nothing to measure, and on a failure (logged once: the picture must go out regardless)."""
+        from .instrument_readout import instrument_header
+        from .settings import LiveSettings
+
+        config = self.settings() if self.settings is not None else None
+        defaults = LiveSettings.model_fields
+        warning = config.instrument_warning_steps if config is not None else defaults["instrument_warning_steps"].default
+        step_mm = config.focus_step_mm if config is not None else None
+        try:
+            return instrument_header(processed, warning_steps=warning, focus_step_mm=step_mm)
+        except Exception:
+            if not getattr(self, "_instrument_failed", False):
+                log.exception("instrument read-out failed on frame %d (reported once)", processed.seq)
+                self._instrument_failed = True
+            return None
 
     @staticmethod
     def _view_image(processed: ProcessedFrame, view: str) -> tuple[np.ndarray, str]:

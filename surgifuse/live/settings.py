@@ -36,10 +36,18 @@ class LiveSettings(BaseModel):
     budget_ms: float | None = Field(None, gt=0, le=10000,
                                     description="fusion budget per frame in ms (null: one frame interval)")
     jpeg_quality: int = Field(80, ge=1, le=100, description="stream JPEG quality")
+    instrument_warning_steps: float = Field(
+        1.0, ge=0, le=64,
+        description="the display's instrument read-out turns to its warning colour when the tip is less than this "
+                    "many focus steps above the retina (0: never)")
+    focus_step_mm: float | None = Field(
+        None, gt=0, le=10,
+        description="distance between neighbouring focus positions of the sweep in mm (null: unknown): the "
+                    "instrument read-out then gives the tip's height in mm too")
 
 
 #: Fields where an explicit null in an update means "back to the default" rather than "missing".
-NULLABLE = frozenset({"budget_ms", "engine_options"})
+NULLABLE = frozenset({"budget_ms", "engine_options", "focus_step_mm"})
 
 
 def _update_model() -> type[BaseModel]:

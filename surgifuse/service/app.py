@@ -82,6 +82,7 @@ def create_app(settings: ServiceSettings | None = None, *, source: FrameSource |
     pipeline = LivePipeline(source, publish=publisher.submit, config=settings.live(),
                             engine_factory=engine_factory, metrics=metrics)
     publisher.status = pipeline.status
+    publisher.settings = lambda: pipeline.config
     uploads = UploadWorkers(settings.upload_workers, settings.upload_queue)
 
     @asynccontextmanager

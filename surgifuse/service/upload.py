@@ -136,23 +136,41 @@ def decode_upload(items: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], lis
 
 def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits, align: bool = True) -> FusedUpload:
     """Check, decode, register and fuse one upload with ``engine`` (an Engine instance), by the
-    offline path ``surgifuse fuse`` takes (``surgifuse.fusion.fuse_focal_stack``)."""
-    from surgifuse.fusion import fuse_focal_stack
+    offline path ``surgifuse fuse`` takes (``surgifuse.fusion.fuse_focal_stack``). A stack deeper
+    than the engine's largest K (the classical engine: any K within ``limits``) is decoded one frame
+    at a time while it is fused; its unreadable or mismatched frames are 422s all the same."""
+    from surgifuse.fusion import deeper_than_engine, fuse_focal_stack
 
     check_limits(items, limits)
-    frames, names = decode_upload(items)
+    stack = imageio.FrameStack.from_bytes(items)
+    streamed = deeper_than_engine(engine, len(stack))
+    if streamed:
+        frames, names = stack, stack.names
+        first = _decoded(lambda: stack[0])
+    else:
+        frames, names = decode_upload(items)
+        first = frames[0]
     if len(frames) < 2:
         raise UploadError(422, f"a focal stack needs at least 2 frames, got {len(frames)} ({names[0]}): "
                                "there is nothing to fuse", file=names[0])
     if engine.spec is not None:
         try:
-            engine.spec.check_stack(len(frames), frames[0].shape, frames[0].dtype, file=names[0])
+            engine.spec.check_stack(len(frames), first.shape, first.dtype, file=names[0], streaming=True)
         except InputError as exc:
             raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}", file=exc.file) from None
-    fusion = fuse_focal_stack(engine, frames, align=align)
+    del first
+    fusion = _decoded(lambda: fuse_focal_stack(engine, frames, align=align))
     timings = {**fusion.timings, **fusion.result.timings}
     return FusedUpload(fusion.result.image, fusion.result.depth_index, engine.name, names, timings,
                        moved=fusion.moved)
+
+
+def _decoded(work):
+    """``work()``, its bad-input errors (a streamed frame that cannot be read or does not match) as 422s."""
+    try:
+        return work()
+    except InputError as exc:
+        raise UploadError(422, str(exc), file=exc.file) from None
 
 
 def encode_depth_tiff(depth: np.ndarray) -> bytes:

@@ -194,7 +194,7 @@ def generate_stack(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     height = _check_int("height", height, 16)
     width = _check_int("width", width, 16)
-    k = _check_int("k", k, 2, 64)
+    k = _check_int("k", k, 2, 512)  # deep stacks exercise the streamed fusion (surgifuse.streaming)
     if scene not in SCENE_KINDS:
         raise InputError(f"scene must be one of {', '.join(SCENE_KINDS)}, got {scene!r}")
     if instrument is not None and not isinstance(instrument, (bool, np.bool_)):
@@ -313,8 +313,23 @@ def generate_stack(
         "frame_transforms": [m.tolist() for m in transforms],
         "frame_transforms_meaning": "2x3 affine: reference (gt) pixel coordinates -> frame pixel coordinates",
         "scene_params": _json_safe(the_scene.params),
+        "instrument_truth": _instrument_truth(the_scene, margin),
     }
     return SyntheticStack(frames, gt, depth, [float(f) for f in focus_positions], meta, mask)
+
+
+def _instrument_truth(scene, margin: int) -> dict | None:
+    """The instrument's tip in the truth's (visible) pixel coordinates, its depth and the retina's
+    depth beneath it (mm), for measuring the tip's height above the retina; None without one."""
+    if scene.instrument is None:
+        return None
+    p = scene.instrument.params
+    tip_x, tip_y = (float(v) - margin for v in p["tip_px"])
+    height = float(p["height_above_retina_mm"])
+    return {"tip_xy": [tip_x, tip_y], "tip_depth_mm": float(p["tip_depth_mm"]),
+            "retina_depth_under_tip_mm": float(p["tip_depth_mm"]) + height, "height_above_retina_mm": height,
+            "shaft_angle_rad": float(p["shaft_angle_rad"]),
+            "coordinates": "visible pixels of the truth (middle frame), x right, y down"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,12 @@
   const stats = window.surgifuse = {
     state: "connecting", view: params.get("view") || "fused", framesShown: 0, framesReceived: 0,
     lastHeader: null, warnings: [], latencyMs: null, fps: null, clockOffsetMs: 0, rttMs: null, reconnects: 0,
+    instrument: null,
   };
+  // The instrument read-out (header field instrument, docs/api.md) is measured only on frames whose
+  // stack spans the whole focus sweep; between them the last reading stays up this long.
+  const INSTRUMENT_HOLD_MS = 1000;
+  let instrumentAt = 0;
   if (!VIEWS.includes(stats.view)) stats.view = "fused";
 
   let ws = null;
@@ -73,6 +78,39 @@
     el("legend-title").textContent = quantity.title;
     el("legend-lo").textContent = `${scale.range[0]} ${quantity.lo}`;
     el("legend-hi").textContent = `${scale.range[1]} ${quantity.hi}`;
+  }
+
+  // The tip's height above the retina: a line in the read-out and a marker on the picture, both in
+  // the warning colour while the tip is closer than the server's instrument_warning_steps.
+  function instrumentReadout(header, now) {
+    if (header.instrument) { stats.instrument = header.instrument; instrumentAt = now; }
+    else if (header.fused === false || now - instrumentAt > INSTRUMENT_HOLD_MS) stats.instrument = null;
+    const r = stats.instrument, row = el("instrument");
+    row.classList.toggle("hidden", !r);
+    if (!r) return;
+    row.classList.toggle("warning-on", !!r.warning);
+    if (!r.present) { el("instrument-text").textContent = "no instrument in view"; return; }
+    if (r.height_steps == null) { el("instrument-text").textContent = "tip found, height not measured"; return; }
+    const mm = r.height_mm == null ? "" : ` (${r.height_mm.toFixed(2)} mm)`;
+    const where = r.height_steps >= 0 ? "above" : "below";
+    el("instrument-text").textContent = `tip ${Math.abs(r.height_steps).toFixed(1)} steps${mm} ${where} retina`;
+  }
+
+  function drawTipMarker() {
+    const r = stats.instrument;
+    if (!r || !r.present || !r.tip_xy) return;
+    const [x, y] = r.tip_xy, size = Math.max(10, canvas.width / 60);
+    ctx.save();
+    ctx.lineWidth = Math.max(2, canvas.width / 400);
+    ctx.strokeStyle = r.warning ? "#ff3b30" : "#3ddc84";
+    ctx.beginPath();
+    ctx.arc(x, y, size, 0, 2 * Math.PI);
+    for (const [dx, dy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+      ctx.moveTo(x + dx * size * 0.6, y + dy * size * 0.6);
+      ctx.lineTo(x + dx * size * 1.6, y + dy * size * 1.6);
+    }
+    ctx.stroke();
+    ctx.restore();
   }
 
   function streamUrl() {
@@ -163,6 +201,7 @@
         ctx.drawImage(bitmap, 0, 0);
         bitmap.close();
         shown(header);
+        drawTipMarker();
       } catch (err) {
         console.warn("frame decode failed", err);
       }
@@ -183,6 +222,7 @@
     stats.fps = shownTimes.length;
     if (stats.state === "live") banner("");
     legend(header);
+    instrumentReadout(header, now);
     el("fused-badge").classList.toggle("hidden", header.fused !== false);
     if (header.fused === false) el("fused-badge").textContent = `RAW (fail-safe: ${header.reason || "unfused"})`;
   }

@@ -1,0 +1,291 @@
+"""Depth and instrument-height figures for docs/depth.md: depth from focus before and after
+``surgifuse.depth.refine_depth``, and the instrument tip's height above the retina
+(``surgifuse.instrument.measure_instrument``), against the generators' truth.
+
+Run: .venv/bin/python scripts/depth_report.py [--seeds 9100-9123] [--validation] > report.md
+
+Material (never used while the filter and the detector were tuned; tuning: seeds 3000-3011, 512x512,
+K=5, mixed scenes, instrument on, ``--tune``):
+* ``surgifuse.synth.generate_stack``: 512x512, K=5, mixed scenes (fundus / photographs), an
+  instrument in every stack, noise on; and 640x480, K=7, fundus; and stacks without an instrument
+  (for detection);
+* with ``--validation``, the independent generator ``surgifuse.validation`` where it is installed
+  (its depth is in focus steps already).
+
+Depth is compared in focus steps (the truth in mm interpolated over the focus positions, clamped to
+[0, K-1]: a depth from focus says nothing beyond the first and last focus). Columns: Spearman's
+rank correlation and the mean absolute error over the image less an 8-px border, the mean error
+within 5 px of the instrument's edges, and the cost at 1080p (refine: reduce, filter and enlarge
+back; "work size": without the enlargement, as the live read-out uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from surgifuse.depth import refine_depth
+from surgifuse.engines import create_engine
+from surgifuse.evaluation.depth import depth_accuracy, depth_in_steps
+from surgifuse.instrument import measure_instrument
+from surgifuse.synth import generate_stack
+
+
+def _seeds(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def _synth_cases(seeds, **options):
+    for seed in seeds:
+        s = generate_stack(seed, **options)
+        truth = s.meta.get("instrument_truth")
+        height = None
+        if truth is not None:
+            height = (depth_in_steps(truth["retina_depth_under_tip_mm"], s.focus_positions, clamp=False)
+                      - depth_in_steps(truth["tip_depth_mm"], s.focus_positions, clamp=False))
+        yield {"seed": seed, "frames": s.frames, "truth": depth_in_steps(s.depth, s.focus_positions),
+               "mask": s.instrument_mask, "instrument": truth is not None, "height": height,
+               "tip": None if truth is None else truth["tip_xy"], "kind": s.meta["scene_kind"],
+               "step_mm": float(np.mean(np.diff(s.focus_positions)))}
+
+
+def _validation_cases(seeds, **options):
+    from surgifuse.validation import generate_validation_stack
+
+    for seed in seeds:
+        s = generate_validation_stack(seed, **options)
+        k = len(s.frames)
+        tip, height = _validation_tip_truth(s)
+        yield {"seed": seed, "frames": s.frames, "truth": np.clip(s.depth, 0, k - 1).astype(np.float32),
+               "mask": s.foreground_mask, "instrument": bool(s.meta.get("instrument")), "height": height, "tip": tip,
+               "kind": f"validation {s.meta.get('scene')}", "step_mm": None}
+
+
+def _validation_tip_truth(stack) -> tuple[list[float] | None, float | None]:
+    """The instrument's tip (visible px) and its height above the background (focus steps) in a
+    stack of the independent generator, rebuilt from its meta: the tip from the instrument's
+    parameters (canvas px less the generator's margin), the background beneath it from the
+    surface's parameters (its quadric, tilt and bumps). (None, None) when that is not possible."""
+    import math
+
+    try:
+        from surgifuse.validation import camera, scenes
+        from surgifuse.validation import stack as vstack
+
+        meta = stack.meta
+        inst = next(o for o in meta["scene_params"]["objects"] if o["kind"] == "instrument")
+        surface = meta["scene_params"]["background"]["surface"]
+        h, w, k = meta["height"], meta["width"], meta["k"]
+        blur = meta["lens"]["blur_per_step_px"]
+        pad = math.ceil(blur * (k - 1 + scenes.NEAR_OVERHANG + 0.5)) + 2
+        margin = pad + max(camera.warp_margin(h, w, meta["breathing"], meta["jitter"]),
+                           math.ceil(vstack.WARP_MARGIN_FRACTION * max(h, w)) + 2)
+        tip = [inst["tip_px"][0] - margin, inst["tip_px"][1] - margin]
+        half = w / 2.0
+
+        def raw(x, y):
+            xs, ys = (x - (w - 1) / 2.0) / half, (y - (h - 1) / 2.0) / half
+            (a, b, c), (tx, ty) = surface["quadric"], surface["tilt"]
+            z = a * xs * xs + b * ys * ys + c * xs * ys + tx * xs + ty * ys
+            for amp, bx, by, sigma in surface["bumps"]:
+                z = z + amp * np.exp(-((xs - bx) ** 2 + (ys - by) ** 2) / (2 * sigma * sigma))
+            return z
+
+        grid = raw(np.arange(w, dtype=np.float64)[None, :], np.arange(h, dtype=np.float64)[:, None])
+        lo, hi = float(grid.min()), float(grid.max())
+        near, far = surface["depth_range"]
+        background = near + (float(raw(tip[0], tip[1])) - lo) / max(hi - lo, 1e-6) * (far - near)
+        background = min(max(background, near - scenes.OBJECT_GAP / 2), far + 0.5)
+        return tip, background - inst["tip_depth"]
+    except (ImportError, KeyError, StopIteration, AttributeError, TypeError):
+        return None, None
+
+
+def evaluate(cases, engine) -> dict:
+    rows = {"raw": [], "refined": []}
+    heights, detections, tips, kinds, height_kinds = [], [], [], [], []
+    for case in cases:
+        kinds.append(case["kind"])
+        result = engine.fuse(case["frames"])
+        image, depth, conf = result.image, result.depth_index, result.confidence
+        refined, _ = refine_depth(depth, conf, image)
+        for name, estimate in (("raw", depth), ("refined", refined)):
+            rows[name].append(depth_accuracy(estimate, case["truth"], instrument_mask=case["mask"]))
+        reading = measure_instrument(depth, image, confidence=conf, k=len(case["frames"]))
+        if case["instrument"] is not None:
+            detections.append((case["instrument"], reading.present))
+        if case["height"] is not None and reading.present:
+            heights.append(reading.height_steps - case["height"])
+            height_kinds.append(case["kind"])
+            tips.append(float(np.hypot(reading.tip_xy[0] - case["tip"][0], reading.tip_xy[1] - case["tip"][1])))
+    return {"rows": rows, "heights": heights, "detections": detections, "tips": tips, "kinds": kinds,
+            "height_kinds": height_kinds}
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def timing_1080p(engine, repeats: int = 30) -> dict:
+    """Median ms of refine_depth (full size and work size) and measure_instrument at 1920x1080, on a
+    generated stack's depth and image enlarged to 1080p."""
+    s = generate_stack(3000, height=270, width=480, k=5, scene="fundus", instrument=True)
+    r = engine.fuse(s.frames)
+    size = (1920, 1080)
+    depth = cv2.resize(r.depth_index, size, interpolation=cv2.INTER_NEAREST)
+    conf = cv2.resize(r.confidence, size, interpolation=cv2.INTER_NEAREST)
+    image = cv2.resize(r.image, size, interpolation=cv2.INTER_LINEAR)
+
+    def median_ms(fn) -> tuple[float, float]:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times), min(times)
+
+    from surgifuse.live.frames import ProcessedFrame
+    from surgifuse.live.instrument_readout import instrument_header
+
+    # The live read-out as the publisher calls it: stack index -> focus steps, reduce, measure.
+    processed = ProcessedFrame(seq=0, capture_ms=0.0, raw=image, image=image, depth=depth, fused=True, engine="classical",
+                               k=5, frame_seqs=list(range(5)), frame_focus=[0.0, 0.25, 0.5, 0.75, 1.0])
+
+    return {"refine_full": median_ms(lambda: refine_depth(depth, conf, image)),
+            "refine_work": median_ms(lambda: refine_depth(depth, conf, image, full_size=False)),
+            "instrument": median_ms(lambda: measure_instrument(depth, image, confidence=conf)),
+            "instrument_live": median_ms(lambda: instrument_header(processed, warning_steps=1.0))}
+
+
+def print_depth_table(title: str, result: dict, timing: dict | None) -> None:
+    n = len(result["rows"]["raw"])
+    print(f"\n**{title}** ({n} stacks)\n")
+    print("| depth | rank correlation | mean error (steps) | error within 5 px of instrument edges (steps) | ms at 1080p |")
+    print("|---|---|---|---|---|")
+    for name, label in (("raw", "depth from focus, raw (engine)"), ("refined", "refined (`refine_depth`)")):
+        rows = result["rows"][name]
+        rho = [r["rank_correlation"] for r in rows]
+        mae = [r["mean_error_steps"] for r in rows]
+        edge = [r["edge_error_steps"] for r in rows]
+        ms = "0 (the engine's output)" if name == "raw" or timing is None else (
+            f"{timing['refine_full'][0]:.1f} ({timing['refine_work'][0]:.1f} at work size)")
+        print(f"| {label} | {_mean(rho):.3f} (worst {min(rho):.3f}) | {_mean(mae):.3f} (worst {max(mae):.3f}) | "
+              f"{_mean(edge):.3f} | {ms} |")
+
+
+def print_by_scene(result: dict) -> None:
+    print("\n| scenes | n | rank correlation raw -> refined | mean error raw -> refined | edge error raw -> refined |")
+    print("|---|---|---|---|---|")
+    for kind in sorted(set(result["kinds"])):
+        idx = [i for i, k in enumerate(result["kinds"]) if k == kind]
+        cells = []
+        for key in ("rank_correlation", "mean_error_steps", "edge_error_steps"):
+            raw = _mean([result["rows"]["raw"][i][key] for i in idx])
+            ref = _mean([result["rows"]["refined"][i][key] for i in idx])
+            cells.append(f"{raw:.3f} -> {ref:.3f}")
+        print(f"| {kind} | {len(idx)} | " + " | ".join(cells) + " |")
+
+
+def print_instrument_table(title: str, result: dict) -> None:
+    errors = [abs(e) for e in result["heights"]]
+    det = result["detections"]
+    with_inst = [p for truth, p in det if truth]
+    without = [p for truth, p in det if not truth]
+    print(f"\n**{title}**\n")
+    print("| stacks with / without instrument | detected (with) | absent (without) | tip-height error, median | max | "
+          "signed mean | tip position error px, median |")
+    print("|---|---|---|---|---|---|---|")
+    med = f"{np.median(errors):.2f}" if errors else "-"
+    mx = f"{np.max(errors):.2f}" if errors else "-"
+    signed = f"{np.mean(result['heights']):+.2f}" if errors else "-"
+    tip = f"{np.median(result['tips']):.1f}" if result["tips"] else "-"
+    print(f"| {len(with_inst)} / {len(without)} | {sum(with_inst)}/{len(with_inst)} | "
+          f"{sum(not p for p in without)}/{len(without)} | {med} | {mx} | {signed} | {tip} |")
+    kinds = sorted(set(result["height_kinds"]))
+    if len(kinds) > 1:
+        print("\n| scenes | measured | tip-height error, median | max | within 0.5 steps |\n|---|---|---|---|---|")
+        for kind in kinds:
+            e = [abs(h) for h, k in zip(result["heights"], result["height_kinds"]) if k == kind]
+            print(f"| {kind} | {len(e)} | {np.median(e):.2f} | {np.max(e):.2f} | {sum(v <= 0.5 for v in e)}/{len(e)} |")
+    if errors:
+        print(f"\nWithin 0.5 steps: {sum(v <= 0.5 for v in errors)} of {len(errors)} measured.")
+
+
+def repeats_of(args) -> int:
+    return 5 if args.quick else 30
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="9100-9123", help="report seeds (default 9100-9123)")
+    parser.add_argument("--absent-seeds", default="9200-9211", help="seeds of stacks without an instrument")
+    parser.add_argument("--tune", action="store_true", help="report the tuning seeds 3000-3011 instead")
+    parser.add_argument("--validation", action="store_true", help="also the independent generator (surgifuse.validation)")
+    parser.add_argument("--validation-seeds", default="9000-9023")
+    parser.add_argument("--quick", action="store_true", help="4 stacks per set, 5 timing repeats")
+    args = parser.parse_args(argv)
+
+    engine = create_engine("classical")
+    seeds = list(range(3000, 3012)) if args.tune else _seeds(args.seeds)
+    absent = _seeds(args.absent_seeds)
+    if args.quick:
+        seeds, absent = seeds[:4], absent[:4]
+    timing = timing_1080p(engine, repeats=repeats_of(args))
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"Engine: {engine!r}.\n\nCost at 1920x1080 on this machine ({os.cpu_count()} CPUs, load average {load} at the "
+          f"start), median (minimum) of {repeats_of(args)} calls:\n")
+    print("| step | ms median | ms min |\n|---|---|---|")
+    for key, label in (("refine_full", "`refine_depth`, result at full size"),
+                       ("refine_work", "`refine_depth`, result at work size (256x144)"),
+                       ("instrument", "`measure_instrument` with confidence (`fuse --report`)"),
+                       ("instrument_live", "live read-out (`instrument_header`: index to steps, reduce, measure)")):
+        print(f"| {label} | {timing[key][0]:.1f} | {timing[key][1]:.1f} |")
+
+    base = {"height": 512, "width": 512, "k": 5, "scene": "mixed", "instrument": True}
+    main_set = evaluate(_synth_cases(seeds, **base), engine)
+    none = evaluate(_synth_cases(absent, **{**base, "instrument": False}), engine)
+    main_set["detections"] += none["detections"]
+    label = "tuning seeds 3000-3011" if args.tune else f"seeds {seeds[0]}-{seeds[-1]}"
+    print_depth_table(f"surgifuse.synth, {label}, 512x512, K=5, mixed scenes, instrument", main_set, timing)
+    print_by_scene(main_set)
+    print_instrument_table(f"Instrument, surgifuse.synth {label} (+ {len(absent)} stacks without instrument, "
+                           f"seeds {absent[0]}-{absent[-1]})", main_set)
+
+    other = {"height": 480, "width": 640, "k": 7, "scene": "fundus", "instrument": True}
+    other_seeds = [s + 200 for s in seeds]
+    second = evaluate(_synth_cases(other_seeds, **other), engine)
+    print_depth_table(f"surgifuse.synth, seeds {other_seeds[0]}-{other_seeds[-1]}, 640x480, K=7, fundus, instrument",
+                      second, timing)
+    print_instrument_table(f"Instrument, surgifuse.synth seeds {other_seeds[0]}-{other_seeds[-1]} (640x480, K=7, fundus)",
+                           second)
+
+    if args.validation:
+        try:
+            import surgifuse.validation  # noqa: F401
+        except ImportError as exc:
+            print(f"\n(independent generator not available: {exc})")
+        else:
+            vseeds = _seeds(args.validation_seeds)[:4 if args.quick else None]
+            third = evaluate(_validation_cases(vseeds, height=512, width=512, k=5), engine)
+            print_depth_table(f"surgifuse.validation (independent generator), seeds {vseeds[0]}-{vseeds[-1]}, "
+                              "512x512, K=5", third, timing)
+            print_instrument_table(f"Instrument, surgifuse.validation seeds {vseeds[0]}-{vseeds[-1]}", third)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
