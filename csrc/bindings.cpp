@@ -5,6 +5,7 @@ namespace py = pybind11;
 
 void register_focus_measure(py::module_& m);
 void register_decision(py::module_& m);
+void register_reduce_map(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "SurgiFuse native core: focus measure (sum-modified-Laplacian) and stack decision";
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
 #endif
     register_focus_measure(m);
     register_decision(m);
+    register_reduce_map(m);
 }

@@ -34,13 +34,14 @@ def auto_factor(shape: tuple[int, ...]) -> int:
     return max(1, min(int(shape[0]), int(shape[1])) // TUNED_SIDE)
 
 
-def reduce_focus_map(focus_map: np.ndarray, factor: int) -> np.ndarray:
+def reduce_focus_map(focus_map: np.ndarray, factor: int, *, threads: int = 0) -> np.ndarray:
     """Sum an HxW uint32 focus map over ``factor`` x ``factor`` blocks -> ceil(H/f) x ceil(W/f) uint32.
 
-    A partial block at the right or bottom edge is summed as if its edge pixels were repeated, so
-    every block weighs the same number of pixels. Sums are exact up to 2^24 (float32 mantissa):
-    8-bit FMB maps stay far below; 16-bit ones may round by a unit, which only matters for ties.
+    A partial block at the right or bottom edge counts its edge pixels again for each missing
+    one, so every block sums ``factor``² values; sums saturate at 2^32 - 1 (C++ core, one pass).
     """
+    from . import _core
+
     if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
         raise InputError(f"factor must be an int >= 1, got {factor!r}")
     m = np.asarray(focus_map)
@@ -48,14 +49,7 @@ def reduce_focus_map(focus_map: np.ndarray, factor: int) -> np.ndarray:
         raise InputError(f"focus_map must be an HxW uint32 map, got shape {m.shape} dtype {m.dtype}")
     if factor == 1:
         return m
-    h, w = m.shape
-    rh, rw = math.ceil(h / factor), math.ceil(w / factor)
-    values = m.astype(np.float32)
-    if (rh * factor, rw * factor) != (h, w):
-        values = cv2.copyMakeBorder(values, 0, rh * factor - h, 0, rw * factor - w, cv2.BORDER_REPLICATE)
-    # INTER_AREA with an integer factor is OpenCV's block-average fast path.
-    mean = cv2.resize(values, (rw, rh), interpolation=cv2.INTER_AREA)
-    return np.rint(mean * np.float32(factor * factor)).astype(np.uint32)
+    return _core.reduce_focus_map(np.ascontiguousarray(m), factor=factor, threads=threads)
 
 
 def enlarge_blocks(values: np.ndarray, factor: int, shape: tuple[int, int], interpolation: int) -> np.ndarray:

@@ -29,6 +29,20 @@ def test_reduce_sums_blocks_exactly_and_repeats_the_edge():
     assert reduce_focus_map(m, 1) is m
 
 
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_reduce_equals_block_sums_of_the_edge_padded_map(rng, factor):
+    m = rng.integers(0, 2**24, (37, 53), dtype=np.uint32)
+    h, w = m.shape
+    padded = np.pad(m, ((0, -h % factor), (0, -w % factor)), mode="edge").astype(np.uint64)
+    expected = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).sum(axis=(1, 3))
+    assert np.array_equal(reduce_focus_map(m, factor), expected)
+
+
+def test_reduce_saturates_instead_of_wrapping():
+    m = np.full((4, 4), 2**31, np.uint32)
+    assert np.all(reduce_focus_map(m, 2) == 2**32 - 1)
+
+
 def test_reduce_rejects_what_is_not_a_focus_map():
     with pytest.raises(InputError, match="uint32"):
         reduce_focus_map(np.zeros((4, 4), np.float32), 2)
@@ -104,9 +118,9 @@ def test_the_engine_decides_1080p_frames_at_half_scale(rng, monkeypatch):
     calls = []
     original = scaled_decision.reduce_focus_map
 
-    def counting(m, factor):
+    def counting(m, factor, **options):
         calls.append(factor)
-        return original(m, factor)
+        return original(m, factor, **options)
 
     monkeypatch.setattr("surgifuse.engines.classical.reduce_focus_map", counting)
     buffer = FocalStackBuffer(3, engine=engine)

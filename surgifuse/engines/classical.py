@@ -163,7 +163,7 @@ class ClassicalEngine(Engine):
         for m in maps:
             hit = cached.get(id(m))
             if hit is None or hit[0]() is not m or hit[1] != factor:
-                hit = (weakref.ref(m), factor, reduce_focus_map(np.asarray(m), factor))
+                hit = (weakref.ref(m), factor, reduce_focus_map(np.asarray(m), factor, threads=self.threads))
             self._reduced[id(m)] = hit
         return [self._reduced[id(m)][2] for m in maps]
 
