@@ -29,6 +29,13 @@ from surgifuse.synth import generate_stack
 H, W = 120, 160
 
 
+def _assert_same_result(got, expected):
+    """Image, depth index and confidence equal to the bit."""
+    np.testing.assert_array_equal(got.image, expected.image)
+    np.testing.assert_array_equal(got.depth_index, expected.depth_index)
+    np.testing.assert_array_equal(got.confidence, expected.confidence)
+
+
 def _psnr(a, b) -> float:
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -83,9 +90,7 @@ def test_streamed_equals_the_classical_engine_bit_for_bit(options, dtype, grey):
     engine = ClassicalEngine(**options)
     expected = engine.fuse(frames)
     got = streaming.fuse_stream(engine, frames, align=False).result
-    np.testing.assert_array_equal(got.image, expected.image)
-    np.testing.assert_array_equal(got.depth_index, expected.depth_index)
-    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    _assert_same_result(got, expected)
 
 
 @pytest.mark.parametrize("shape, options", [
@@ -94,15 +99,11 @@ def test_streamed_equals_the_classical_engine_bit_for_bit(options, dtype, grey):
 ])
 def test_streamed_equals_the_engine_deciding_at_a_reduced_scale(shape, options):
     # Frames of 1080 px and more are decided on focus maps summed over blocks (scaled_decision).
-    if "decision_scale" not in {o.name for o in engine_spec("classical").options}:
-        pytest.skip("this classical engine has no decision_scale")
     frames = generate_stack(3, height=shape[0], width=shape[1], k=9, scene="mixed").frames
     engine = ClassicalEngine(**options)
     expected = engine.fuse(frames)
     got = streaming.fuse_stream(engine, frames, align=False).result
-    np.testing.assert_array_equal(got.image, expected.image)
-    np.testing.assert_array_equal(got.depth_index, expected.depth_index)
-    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    _assert_same_result(got, expected)
 
 
 def test_streamed_k31_with_motion_equals_the_whole_stack_path():

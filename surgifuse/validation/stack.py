@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from surgifuse.errors import InputError, InputTypeError
+from surgifuse.evaluation.report import to_jsonable
 
 from .camera import (
     FULL_WELL,
@@ -241,18 +242,6 @@ def generate_validation_stack(
         "truth_coordinates": f"gt, depth and foreground mask are in the coordinates of frame {k // 2}",
         "frame_transforms": [m.tolist() for m in matrices],
         "frame_transforms_meaning": "2x3 affine: reference (gt) pixel coordinates -> frame pixel coordinates",
-        "scene_params": _json_safe({"background": scene.background.params, **scene.params}),
+        "scene_params": to_jsonable({"background": scene.background.params, **scene.params}),
     }
     return ValidationStack(frames, gt, depth, [float(i) for i in range(k)], meta, mask)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(key): _json_safe(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
