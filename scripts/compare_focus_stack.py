@@ -1,22 +1,46 @@
 """Side by side with focus-stack (PetteriAimonen/focus-stack, built from its README in a scratch
-folder outside this repository) on the unaligned real PCB stacks: whole command against whole
-command on the same files, and the sharpness of each output judged against the input frames
-registered onto it by a method neither uses (ORB features + RANSAC, refined by OpenCV's ECC).
+folder outside this repository): whole command against whole command on the same files, and the
+sharpness of each output judged against the input frames registered onto it by a method neither
+uses (ORB features + RANSAC, refined by OpenCV's ECC).
 
     .venv/bin/python scripts/compare_focus_stack.py /path/to/focus-stack [--runs 3]
+    .venv/bin/python scripts/compare_focus_stack.py /path/to/focus-stack \\
+        --stacks pcb-macro,pcb-depthmap,algae,deep --deep-frames 120 --deep-size 1600x1200 --runs 2
 
-Prints a markdown table: wall time (median of the runs, the two commands interleaved), peak memory
-(maximum resident set size, GNU time), Q^AB/F of each output.
+Stacks (``--stacks``, default the two unaligned PCB stacks):
+
+- ``pcb-macro``, ``pcb-depthmap``: focus-stack's own example stacks (shared/data/real), 2048x1536 JPEG.
+- ``algae``: shared/data/real/algae-microscope, 5 frames of 5440x3648 (JPEG data in ``.png`` files:
+  both programs sniff the content, the files are passed as they are).
+- ``deep``: a generated stack with its truth (``surgifuse.synth.generate_stack``, synthetic fundus
+  with an instrument, noise on; 120 frames of 1600x1200 by default), written as PNG to a temporary
+  folder, the truth kept in memory.
+
+Prints markdown: per stack and command the wall time (median of the runs, the two commands
+interleaved: ours then focus-stack, run after run), peak memory (maximum resident set size over the
+runs, GNU time's %M), that per megapixel of one frame, Q^AB/F of each output and, for the deep stack,
+PSNR against the truth; then the ratios against issue 14's goals. Both commands run with their
+defaults (focus-stack writes PNG; ``surgifuse fuse ... --quiet``).
+
+Q^AB/F is computed at JUDGE_SIDE px (the longer side) against every frame registered onto the output,
+or against ``--judge-frames N`` evenly spaced ones (deep stack: all by default). PSNR: each output
+is registered onto the truth (ORB + RANSAC, ECC affine, full resolution; focus-stack crops its
+output to the area all its aligned frames cover), resampled (Lanczos) into the truth's frame, and
+both outputs are scored on the same pixels: those both cover, 8 px in from any edge.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,10 +55,38 @@ from surgifuse.imageio import read_image, read_stack  # noqa: E402
 SHARED = REPO.parent / "shared" / "data" / "real"
 #: Side the judging works at (both outputs alike): ECC and Q^AB/F on 2048x1536 take minutes.
 JUDGE_SIDE = 1024
+#: Pixels left out at every edge of the PSNR (as ``surgifuse.evaluation.metrics.psnr``).
+PSNR_BORDER = 8
+STACKS = ("pcb-macro", "pcb-depthmap", "algae", "deep")
+REAL_FOLDERS = {"pcb-macro": "pcb-macro", "pcb-depthmap": "pcb-depthmap", "algae": "algae-microscope"}
+
+
+@dataclass
+class Stack:
+    """The files both commands get, the frames the judge registers, the truth where there is one."""
+
+    name: str
+    files: list[str]
+    frames: list[np.ndarray]
+    truth: np.ndarray | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        h, w = self.frames[0].shape[:2]
+        return f"{self.name} ({len(self.files)} x {w}x{h})"
+
+    @property
+    def megapixels(self) -> float:
+        h, w = self.frames[0].shape[:2]
+        return h * w / 1e6
 
 
 def run_timed(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command (GNU time's maximum resident set size)."""
+    """Wall seconds and peak RSS (MB) of one command (GNU time's maximum resident set size).
+
+    GNU time forks the command itself, so the figure is the command's alone, whatever the size of
+    this process (a child started straight from a large parent would inherit its high-water mark)."""
     t0 = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -44,8 +96,8 @@ def run_timed(argv: list[str]) -> tuple[float, float]:
 
 
 def register_onto(frame: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 2x3 warp taking ``target`` coordinates to ``frame`` coordinates (both grey float32 at
-    the judging size): ORB + RANSAC where the frame has enough features (a defocused one may have
+    """The 2x3 warp taking ``target`` coordinates to ``frame`` coordinates (both grey float32, of
+    any sizes): ORB + RANSAC where the frame has enough features (a defocused one may have
     none: then ECC from a coarse 256 px translation search), refined by ECC (MOTION_AFFINE)."""
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
     orb = cv2.ORB_create(4000)
@@ -94,30 +146,176 @@ def judge(frames: list[np.ndarray], output: np.ndarray) -> float:
     return qabf(registered, small_out)
 
 
+def onto_truth(output: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``output`` registered onto ``truth`` (ORB + RANSAC, ECC affine at full resolution) and
+    resampled into its frame (Lanczos): (image, mask of the truth's pixels it covers, the warp)."""
+    grey = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)  # noqa: E731
+    warp = register_onto(grey(output), grey(truth))
+    h, w = truth.shape[:2]
+    image = cv2.warpAffine(output, warp, (w, h), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT)
+    inside = cv2.warpAffine(np.full(output.shape[:2], 255, np.uint8), warp, (w, h),
+                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    return image, inside > 0, warp
+
+
+def masked_psnr(truth: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    diff = truth[mask].astype(np.float64) - image[mask].astype(np.float64)
+    return float(10 * np.log10(255.0**2 / np.mean(diff * diff)))
+
+
+def real_stack(name: str) -> Stack:
+    folder = SHARED / REAL_FOLDERS[name]
+    suffixes = {".jpg"} if name.startswith("pcb") else {".png"}
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in suffixes)
+    frames, _ = read_stack(files)
+    note = "JPEG data in .png files, passed as they are" if name == "algae" else ""
+    return Stack(name, files, frames, note=note)
+
+
+def deep_stack(args: argparse.Namespace, folder: Path) -> Stack:
+    from surgifuse.synth import generate_stack
+
+    width, height = (int(v) for v in args.deep_size.lower().split("x"))
+    t0 = time.perf_counter()
+    stack = generate_stack(args.deep_seed, height=height, width=width, k=args.deep_frames, scene="fundus",
+                           instrument=True, breathing=args.deep_breathing, motion=args.deep_motion)
+    render_s = time.perf_counter() - t0
+    folder.mkdir()
+    files = []
+    for i, frame in enumerate(stack.frames):
+        files.append(str(folder / f"frame_{i:03d}.png"))
+        cv2.imwrite(files[-1], cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder.parent / "gt.png"), cv2.cvtColor(stack.gt, cv2.COLOR_RGB2BGR))
+    print(f"deep: rendered {args.deep_frames} x {width}x{height} in {render_s:.0f} s, wrote PNG in "
+          f"{time.perf_counter() - t0 - render_s:.0f} s", file=sys.stderr)
+    note = (f"generated, seed {args.deep_seed}, fundus + instrument, noise on, breathing {args.deep_breathing}, "
+            f"motion {args.deep_motion} px")
+    return Stack("deep", files, list(stack.frames), truth=stack.gt, note=note)
+
+
+def judged_frames(stack: Stack, limit: int) -> tuple[list[np.ndarray], str]:
+    """The frames Q^AB/F is computed against: all, or ``limit`` evenly spaced."""
+    if limit <= 0 or limit >= len(stack.frames):
+        return stack.frames, "all"
+    every = np.unique(np.linspace(0, len(stack.frames) - 1, limit).round().astype(int))
+    return [stack.frames[i] for i in every], f"{len(every)} evenly spaced"
+
+
+def cpu_name() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("focus_stack", help="the focus-stack binary")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each command per stack (default 3)")
+    parser.add_argument("--stacks", default="pcb-macro,pcb-depthmap",
+                        help=f"comma-separated, of: {', '.join(STACKS)} (default pcb-macro,pcb-depthmap)")
+    parser.add_argument("--deep-frames", type=int, default=120, help="frames of the deep stack (default 120)")
+    parser.add_argument("--deep-size", default="1600x1200", help="WxH of the deep stack (default 1600x1200)")
+    parser.add_argument("--deep-seed", type=int, default=14001, help="seed of the deep stack (default 14001)")
+    parser.add_argument("--deep-breathing", type=float, default=0.0, help="deep stack: magnification change across the sweep")
+    parser.add_argument("--deep-motion", type=float, default=0.0, help="deep stack: largest frame shift, px")
+    parser.add_argument("--judge-frames", type=int, default=0,
+                        help="Q^AB/F against at most this many evenly spaced frames (default 0: all)")
     args = parser.parse_args()
+    names = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STACKS]
+    if unknown:
+        parser.error(f"unknown stack(s) {', '.join(unknown)}; choose from {', '.join(STACKS)}")
+    extended = names != ["pcb-macro", "pcb-depthmap"]
     surgifuse = str(REPO / ".venv" / "bin" / "surgifuse")
-    print("| stack | command | wall s (median of runs) | peak MB | Q^AB/F vs inputs registered by ORB+ECC |")
-    print("|---|---|---|---|---|")
-    for name in ("pcb-macro", "pcb-depthmap"):
-        files = sorted(str(p) for p in (SHARED / name).iterdir() if p.suffix.lower() == ".jpg")
-        frames, _ = read_stack(files)
-        with tempfile.TemporaryDirectory() as tmp:
+    shown = subprocess.run([args.focus_stack, "--version"], capture_output=True, text=True)
+    version = ((shown.stdout or shown.stderr).strip().splitlines() or ["(version unknown)"])[0]
+    started, load_before = datetime.datetime.now(), load()
+
+    rows, ratios, notes = [], [], []
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix="compare_fs_") as tmp:
+            stack = deep_stack(args, Path(tmp) / "frames") if name == "deep" else real_stack(name)
             ours, theirs = Path(tmp) / "surgifuse.png", Path(tmp) / "focus-stack.png"
-            commands = {"surgifuse fuse": [surgifuse, "fuse", *files, "-o", str(ours), "--quiet"],
-                        "focus-stack": [args.focus_stack, f"--output={theirs}", *files]}
+            commands = {"surgifuse fuse": [surgifuse, "fuse", *stack.files, "-o", str(ours), "--quiet"],
+                        "focus-stack": [args.focus_stack, f"--output={theirs}", *stack.files]}
             timings: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
-            for _ in range(args.runs):  # interleaved: both see the same machine load
+            for run in range(args.runs):  # interleaved: both see the same machine load
                 for label, argv in commands.items():
                     timings[label].append(run_timed(argv))
-            for label, path in (("surgifuse fuse", ours), ("focus-stack", theirs)):
+                    print(f"{name} run {run + 1}: {label} {timings[label][-1][0]:.2f} s, "
+                          f"{timings[label][-1][1]:.0f} MB", file=sys.stderr)
+            outputs = {"surgifuse fuse": read_image(ours), "focus-stack": read_image(theirs)}
+            frames, which = judged_frames(stack, args.judge_frames)
+            t0 = time.perf_counter()
+            scores = {label: judge(frames, out) for label, out in outputs.items()}
+            print(f"{name}: judged against {which} frames in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            psnrs: dict[str, float] = {}
+            if stack.truth is not None:
+                onto = {label: onto_truth(out, stack.truth) for label, out in outputs.items()}
+                common = np.logical_and.reduce([mask for _, mask, _ in onto.values()]).astype(np.uint8)
+                common = cv2.erode(common, np.ones((2 * PSNR_BORDER + 1,) * 2, np.uint8),  # in from every edge
+                                   borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+                psnrs = {label: masked_psnr(stack.truth, image, common) for label, (image, _, _) in onto.items()}
+                warps = "; ".join(f"{label} {out.shape[1]}x{out.shape[0]} (warp onto the truth "
+                                  f"[{', '.join(f'{v:.3f}' for v in onto[label][2].ravel())}])"
+                                  for label, out in outputs.items())
+                notes.append(f"{stack.label}: PSNR over {100 * common.mean():.1f} % of the truth's pixels; {warps}.")
+            if stack.note or which != "all":
+                notes.append(f"{stack.label}: {stack.note}{'; ' if stack.note else ''}Q^AB/F against {which} frames.")
+            summary = {}
+            for label in commands:
                 seconds = statistics.median(t for t, _ in timings[label])
                 peak = max(m for _, m in timings[label])
-                print(f"| {name} ({len(files)} x {frames[0].shape[1]}x{frames[0].shape[0]}) | {label} | {seconds:.2f} | "
-                      f"{peak:.0f} | {judge(frames, read_image(path)):.3f} |")
+                summary[label] = (seconds, peak, scores[label], psnrs.get(label))
+                rows.append((stack, label, seconds, peak))
+            ratios.append((stack, summary))
+
+    if not extended:  # the original table
+        print("| stack | command | wall s (median of runs) | peak MB | Q^AB/F vs inputs registered by ORB+ECC |")
+        print("|---|---|---|---|---|")
+        for stack, summary in ratios:
+            for label, (seconds, peak, score, _) in summary.items():
+                print(f"| {stack.label} | {label} | {seconds:.2f} | {peak:.0f} | {score:.3f} |")
+        return
+
+    sys.stderr.flush()
+    print(f"{started:%Y-%m-%d %H:%M}, {cpu_name()}, {os.cpu_count()} CPUs; load average (1, 5, 15 min) "
+          f"{load_before} before, {load()} after; focus-stack {version}; {args.runs} runs of each command "
+          f"per stack, interleaved; {(datetime.datetime.now() - started).total_seconds() / 60:.1f} min in all.")
+    print()
+    cmd = " ".join(sys.argv[1:])
+    print(f"Command: `.venv/bin/python scripts/compare_focus_stack.py {cmd}`")
+    print()
+    print(f"| stack | command | wall s (median of {args.runs}) | peak RSS MB (max of runs) | peak MB per MP | "
+          "Q^AB/F vs inputs registered by ORB+ECC | PSNR vs truth dB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for stack, summary in ratios:
+        for label, (seconds, peak, score, db) in summary.items():
+            print(f"| {stack.label} | {label} | {seconds:.2f} | {peak:.0f} | {peak / stack.megapixels:.0f} | "
+                  f"{score:.3f} | {'' if db is None else f'{db:.2f}'} |")
+    print()
+    print("| stack | speed-up (focus-stack wall / ours) | ≥ 5x | memory (ours / focus-stack peak) | ≤ 1/3 | "
+          "Q^AB/F ours − focus-stack | ≥ 0 |")
+    print("|---|---:|---|---:|---|---:|---|")
+    for stack, summary in ratios:
+        (t_o, m_o, q_o, _), (t_f, m_f, q_f, _) = summary["surgifuse fuse"], summary["focus-stack"]
+        speed, memory, dq = t_f / t_o, m_o / m_f, q_o - q_f
+        yes = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+        print(f"| {stack.label} | {speed:.2f}x | {yes(speed >= 5)} | {memory:.2f} | {yes(memory <= 1 / 3)} | "
+              f"{dq:+.3f} | {yes(round(dq, 3) >= 0)} |")
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def _randomise_output(net):
     torch.nn.init.normal_(net.fuse.to_rgb.weight, std=0.05)
 
 
-@pytest.mark.parametrize("output", ["blend", "rgb"])
+@pytest.mark.parametrize("output", ["blend", "weights", "rgb"])
 @pytest.mark.parametrize("k,h,w", [(1, 16, 16), (3, 23, 37), (6, 33, 18)])
 def test_fn_any_stack_size_and_image_size(output, k, h, w):
     net = FusionNet(FusionNetConfig(output=output, encoder_width=8, refine_width=8, res_blocks=2)).eval()
@@ -50,6 +50,21 @@ def test_fresh_blend_net_returns_a_single_frame_unchanged():
     x = torch.rand(2, 1, 3, 17, 19)
     with torch.no_grad():
         torch.testing.assert_close(net(x), x[:, 0])
+
+
+def test_weights_output_is_a_convex_blend_of_the_frames():
+    # No residual: every output value lies between the smallest and largest input value at that
+    # pixel, whatever the weights (issue 13: the network cannot smooth or invent texture).
+    torch.manual_seed(0)
+    net = FusionNet(FusionNetConfig(output="weights", encoder_width=8, refine_width=8, res_blocks=2)).eval()
+    assert net.fuse.to_rgb is None
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    stack = torch.rand(2, 4, 3, 21, 26)
+    with torch.no_grad():
+        out, weights = net(stack, return_weights=True)
+    assert torch.all(out >= stack.amin(dim=1) - 1e-6) and torch.all(out <= stack.amax(dim=1) + 1e-6)
+    torch.testing.assert_close(out, (weights.unsqueeze(2) * stack).sum(dim=1))
 
 
 def test_fn_rejects_bad_shape():

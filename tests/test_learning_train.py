@@ -144,3 +144,24 @@ def test_aligned_stacks_keep_shape_and_truth():
     np.testing.assert_array_equal(aligned.gt, raw.gt)
     # The middle frame is the reference; the outer frames are rescaled by breathing, so they move.
     assert np.abs(aligned.frames[0].astype(int) - raw.frames[0]).mean() > 0.1
+
+
+def test_randomized_stacks_differ_in_optics_noise_and_compression_and_repeat_per_seed():
+    from surgifuse.learning.config import DataConfig
+    from surgifuse.learning.data import load_stacks, randomized_synth_options
+
+    draws = [randomized_synth_options(seed) for seed in range(20000, 20040)]
+    assert randomized_synth_options(20003) == draws[3]  # deterministic per seed
+    apertures = [d["numerical_aperture"] for d in draws]
+    assert min(apertures) >= 0.04 and max(apertures) <= 0.25 and max(apertures) / min(apertures) > 2
+    assert {d["noise"] for d in draws} == {True, False}
+    assert any(d["jpeg_quality"] is None for d in draws) and any(d["jpeg_quality"] for d in draws)
+    assert any(d["breathing"] > 0 for d in draws) and any(d["breathing"] == 0 for d in draws)
+    # Options given explicitly win over the drawn ones.
+    config = DataConfig(seed=20000, count=2, synth_height=32, synth_width=32, k=3, randomize=True,
+                        synth_options={"noise": False, "jpeg_quality": None, "breathing": 0.0, "motion": 0.0})
+    a, b = load_stacks(config), load_stacks(config)
+    assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b))
+    plain = load_stacks(DataConfig(seed=20000, count=2, synth_height=32, synth_width=32, k=3,
+                                   synth_options={"noise": False}))
+    assert not all(np.array_equal(x.frames, y.frames) for x, y in zip(a, plain))  # other optics

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=5, help="frames per generated stack (default 5)")
     parser.add_argument("--synth-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra generate_stack option, e.g. noise=0.01 (repeatable; default: none)")
+    parser.add_argument("--randomize", action="store_true",
+                        help="domain randomisation of generated stacks: each seed draws its own numerical aperture, "
+                             "noise, JPEG, breathing and jitter (--synth-option values win)")
     parser.add_argument("--align-frames", action="store_true",
                         help="align every stack to its middle frame first, as `surgifuse eval` does (default: off)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, summary.json (required)")
@@ -63,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "(default: none; needed by the perceptual loss)")
     fn.add_argument("--fmb", choices=["fmb3", "fmb1", "none"], default="fmb3",
                     help="Focus Measure Block input: per RGB channel, on grey, or none (default fmb3)")
-    fn.add_argument("--output", choices=["blend", "rgb"], default="blend",
-                    help="blend weights + residual (ours) or direct RGB (paper) (default blend)")
+    fn.add_argument("--output", choices=["blend", "weights", "rgb"], default="blend",
+                    help="blend weights + residual (ours), blend weights alone (no residual: a convex blend of the "
+                         "frames), or direct RGB (paper) (default blend)")
     fn.add_argument("--encoder-width", type=int, default=16,
                     help="feature channels of the per-frame encoder (default 16)")
     fn.add_argument("--refine-width", type=int, default=32,
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         key, value = item.split("=", 1)
         options[key] = _parse_value(value)
     common = dict(crop=args.crop, k=args.k, synth_height=args.synth_size, synth_width=args.synth_size, synth_options=options,
-                  align=args.align_frames)
+                  align=args.align_frames, randomize=args.randomize)
     if args.data:
         data = DataConfig(data_dir=args.data, count=10**9, **common)
     else:

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
-    p.add_argument("--output", choices=["blend", "rgb"], default="blend")
+    p.add_argument("--output", choices=["blend", "weights", "rgb"], default="blend")
     p.add_argument("--baselines", default="classical,autoencoder", help="engines scored beside the variants")
     args = p.parse_args(argv)
     runs = Path(args.runs)

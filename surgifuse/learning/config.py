@@ -36,10 +36,12 @@ class FusionNetConfig:
         where the nine residual blocks come from, runs them at 1/4). 1 = the paper's full resolution.
     res_blocks : int
         Number of residual refinement blocks (9 in the paper).
-    output : {"rgb", "blend"}
+    output : {"rgb", "blend", "weights"}
         "rgb": the final convolution predicts RGB directly (the paper). "blend": the network also
-        predicts per-frame blend weights (softmax over the stack) and the final convolution adds a
-        residual to the blended input frames (our deviation: trains much faster, keeps input pixels).
+        predicts per-frame blend weights and adds its RGB output as a residual to the blended input
+        frames (our deviation: trains much faster, keeps input pixels). "weights": the blend alone,
+        no residual: every output pixel is a convex combination of the input frames' pixels, so the
+        network cannot smooth texture that is already sharp or invent any (issue 13).
     fmb_step, fmb_threshold, fmb_window : int
         FMB parameters (paper: step 1, T = 7, 3x3 window, i.e. window = 1).
     """
@@ -59,8 +61,8 @@ class FusionNetConfig:
     def __post_init__(self):
         if self.fmb not in ("fmb3", "fmb1", "none"):
             raise InputError(f"fmb must be 'fmb3', 'fmb1' or 'none', got {self.fmb!r}")
-        if self.output not in ("rgb", "blend"):
-            raise InputError(f"output must be 'rgb' or 'blend', got {self.output!r}")
+        if self.output not in ("rgb", "blend", "weights"):
+            raise InputError(f"output must be 'rgb', 'blend' or 'weights', got {self.output!r}")
         if self.refine_downsample not in (1, 2, 4):
             raise InputError(f"refine_downsample must be 1, 2 or 4, got {self.refine_downsample}")
         for name in ("encoder_width", "encoder_layers", "refine_width"):
@@ -124,6 +126,9 @@ class DataConfig:
     # Align every stack to its middle frame (surgifuse.align) as `surgifuse eval` does before the
     # engines fuse it: the network then trains on the registration it will see.
     align: bool = False
+    # Domain randomisation of generated stacks: each seed draws its own optics, noise, compression
+    # and motion (``surgifuse.learning.data.randomized_synth_options``); ``synth_options`` win.
+    randomize: bool = False
 
 
 @dataclass

@@ -66,11 +66,35 @@ def _load_stacks(config: DataConfig) -> list[StackArrays]:
         if not dirs:
             raise FileNotFoundError(f"no stacks (folders with meta.json) under {root}; write some with `surgifuse synth`")
         return [_as_arrays(synth.load_stack(d)) for d in dirs[: config.count]]
-    options = dict(config.synth_options)
-    return [
-        _as_arrays(synth.generate_stack(config.seed + i, height=config.synth_height, width=config.synth_width, k=config.k, **options))
-        for i in range(config.count)
-    ]
+    stacks = []
+    for i in range(config.count):
+        seed = config.seed + i
+        options = {**(randomized_synth_options(seed) if config.randomize else {}), **config.synth_options}
+        stacks.append(_as_arrays(synth.generate_stack(seed, height=config.synth_height, width=config.synth_width,
+                                                      k=config.k, **options)))
+    return stacks
+
+
+def randomized_synth_options(seed: int) -> dict:
+    """``generate_stack`` options drawn for one training seed (domain randomisation): the numerical
+    aperture (how fast defocus grows: 0.04 to 0.25, log-uniform), sensor noise (none in one stack
+    of five; else 500 to 20,000 photons at white and 0.5 to 3 DN read noise), JPEG (none in three
+    of ten; else quality 60 to 100), focus breathing (half the stacks, up to 1.5 %) and jitter
+    (half, up to 2 px), scene and instrument at random. Deterministic per seed; a stream of its
+    own, so the scene of a seed does not depend on these draws."""
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    noise = bool(rng.random() >= 0.2)
+    return {
+        "scene": "mixed",
+        "instrument": None,
+        "numerical_aperture": float(np.exp(rng.uniform(np.log(0.04), np.log(0.25)))),
+        "noise": noise,
+        "photons_at_white": float(np.exp(rng.uniform(np.log(500.0), np.log(20000.0)))),
+        "read_noise_dn": float(rng.uniform(0.5, 3.0)),
+        "jpeg_quality": None if rng.random() < 0.3 else int(rng.integers(60, 101)),
+        "breathing": float(rng.uniform(0.0, 0.015)) if rng.random() < 0.5 else 0.0,
+        "motion": float(rng.uniform(0.0, 2.0)) if rng.random() < 0.5 else 0.0,
+    }
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:

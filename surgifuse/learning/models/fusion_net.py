@@ -49,8 +49,8 @@ class FuseRefine(nn.Module):
     """Max over the stack, refinement, output.
 
     Inputs: features (B, K, C, H, W) from ``FrameEncoder`` and the frames (B, K, 3, H, W) in [0, 1]
-    (used by the "blend" output only). Returns the image (B, 3, H, W) and the blend weights
-    (B, K, H, W) (uniform 1/K for the "rgb" output, which has none).
+    (used by the "blend" and "weights" outputs). Returns the image (B, 3, H, W) and the blend
+    weights (B, K, H, W) (uniform 1/K for the "rgb" output, which has none).
     """
 
     def __init__(self, config: FusionNetConfig):
@@ -69,10 +69,12 @@ class FuseRefine(nn.Module):
         self.down = nn.ModuleList(down)
         self.blocks = nn.Sequential(*[ResidualBlock(r) for _ in range(config.res_blocks)])
         self.merge = nn.Conv2d(c + r, c, 3, padding=1)
-        self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
-        if config.output == "blend":
+        # "weights" has no residual: no RGB head at all (nothing that could add to the blend).
+        self.to_rgb = nn.Conv2d(c, 3, 3, padding=1) if config.output != "weights" else None
+        if config.output in ("blend", "weights"):
             self.weight_hidden = nn.Conv2d(2 * c, c, 1)
             self.weight_logit = nn.Conv2d(c, 1, 3, padding=1)
+        if config.output == "blend":
             # Start as a pure blend: the residual grows from zero, so training begins at a sane image.
             nn.init.zeros_(self.to_rgb.weight)
             nn.init.zeros_(self.to_rgb.bias)
@@ -88,10 +90,9 @@ class FuseRefine(nn.Module):
             # Odd sizes work: stride-2 convs round up, and the upsampling goes back to exactly H x W.
             d = F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)
         ctx = F.relu(self.merge(torch.cat([fused, d], dim=1)))  # (B, C, H, W)
-        residual = self.to_rgb(ctx)
         if self.config.output == "rgb":
             weights = features.new_ones((b, k, h, w)) / k
-            return residual, weights
+            return self.to_rgb(ctx), weights
         # Per-frame logits from each frame's own features next to the refined context. The 1x1
         # convolution of [features_k, ctx] is split into its two halves so that ctx's half is
         # computed once, not K times, and no (K, 2C, H, W) concatenation is built (measured: the
@@ -105,7 +106,9 @@ class FuseRefine(nn.Module):
         e = torch.exp(logits - logits.amax(dim=1, keepdim=True))
         weights = e / e.sum(dim=1, keepdim=True)
         blend = (weights.unsqueeze(2) * frames).sum(dim=1)  # (B, K, 3, H, W) -> (B, 3, H, W)
-        return blend + residual, weights
+        if self.to_rgb is None:
+            return blend, weights
+        return blend + self.to_rgb(ctx), weights
 
 
 class FusionNet(nn.Module):
