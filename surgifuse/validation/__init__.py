@@ -7,10 +7,13 @@ in one does not flatter results on the other.
 
 ``textures`` and ``objects`` -> ``scenes`` (layers in depth, ``layers``) -> ``optics`` (disc PSF,
 gathered blur) and ``render`` (layered occlusion) -> ``camera`` (breathing, jitter, noise, gamma,
-JPEG) -> ``stack`` (generate) -> ``disk`` (write). See docs/synthetic-data.md.
+JPEG) -> ``stack`` (generate) -> ``disk`` (write). ``halo``: the halo test scene (a bright
+instrument over a dark background, with speculars) through the same optics. See
+docs/synthetic-data.md.
 """
 
 from .disk import write_validation_set, write_validation_stack
+from .halo import halo_scene_stack
 from .optics import Lens, disc_psf
 from .stack import VALIDATION_SEED, ValidationStack, generate_validation_stack
 
@@ -20,6 +23,7 @@ __all__ = [
     "ValidationStack",
     "disc_psf",
     "generate_validation_stack",
+    "halo_scene_stack",
     "write_validation_set",
     "write_validation_stack",
 ]

@@ -23,7 +23,7 @@ from .layers import Layer, Scene
 from .objects import _box, _grid
 from .optics import Lens
 from .render import FocusRenderer
-from .stack import FORMAT, FORMAT_VERSION, _SALT, ValidationStack, _float, _int
+from .stack import _SALT, FORMAT, FORMAT_VERSION, ValidationStack, _float, _int
 from .textures import tissue
 
 __all__ = ["halo_scene", "halo_scene_stack"]
@@ -55,7 +55,8 @@ def _glints(rng: np.random.Generator, shape: tuple[int, int], where: np.ndarray,
     spot = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * GLINT_SIGMA ** 2))
     for index in rng.choice(candidates, size=min(count, candidates.size), replace=False):
         y, x = divmod(int(index), shape[1])
-        y0, y1, x0, x1 = max(0, y - reach), min(shape[0], y + reach + 1), max(0, x - reach), min(shape[1], x + reach + 1)
+        y0, y1 = max(0, y - reach), min(shape[0], y + reach + 1)
+        x0, x1 = max(0, x - reach), min(shape[1], x + reach + 1)
         peak = np.float32(rng.uniform(*GLINT_PEAK))
         sy, sx = y0 - (y - reach), x0 - (x - reach)
         out[y0:y1, x0:x1] += peak * spot[sy:sy + y1 - y0, sx:sx + x1 - x0]
@@ -93,7 +94,10 @@ def halo_scene(rng: np.random.Generator, *, height: int, width: int, margin: int
     lambert = np.sqrt(1.0 - normal * normal)
     stripe_at = float(rng.uniform(-0.4, 0.4))
     stripe = np.float32(STRIPE_PEAK) * np.exp(-(((normal - stripe_at) / 0.12) ** 2))
-    on_metal = (alpha >= 1.0) & (signed < -2.0)
+    inside = np.zeros((ch, cw), bool)
+    inside[vy0 + pad:vy1 - pad, vx0 + pad:vx1 - pad] = True
+    by0, by1, bx0, bx1 = box
+    on_metal = (alpha >= 1.0) & (signed < -2.0) & inside[by0:by1, bx0:bx1]
     metal_glints = _glints(rng, alpha.shape, on_metal & (np.abs(normal - stripe_at) > 0.3), glints // 2)
     colour = np.asarray(METAL, np.float32) * (0.45 + 0.55 * lambert)[..., None] + (stripe + metal_glints)[..., None]
     instrument = Layer("instrument", box, (colour * alpha[..., None]).astype(np.float32), alpha,
@@ -104,10 +108,7 @@ def halo_scene(rng: np.random.Generator, *, height: int, width: int, margin: int
     # Background glints in the visible image, at least 2 * pad from the instrument (their own halo
     # is the question there, not the instrument's).
     far_from_metal = np.ones((ch, cw), bool)
-    y0, y1, x0, x1 = box
-    far_from_metal[y0:y1, x0:x1] = signed > 2 * pad
-    inside = np.zeros((ch, cw), bool)
-    inside[vy0 + pad:vy1 - pad, vx0 + pad:vx1 - pad] = True
+    far_from_metal[by0:by1, bx0:bx1] = signed > 2 * pad
     tissue_glints = _glints(rng, (ch, cw), inside & far_from_metal, glints - glints // 2)
     radiance = radiance + tissue_glints[..., None]
     background = Layer("background", (0, ch, 0, cw), radiance, np.ones((ch, cw), np.float32),
