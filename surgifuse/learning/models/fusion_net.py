@@ -86,6 +86,11 @@ class FuseRefine(nn.Module):
         for conv in self.down:
             d = F.relu(conv(d))
         d = self.blocks(d)
+        if self.to_rgb is None:
+            # Blend weights alone leave the refinement's scale free (a softmax ignores a shift shared
+            # by all frames): trained without a bound it grew to 1e5, where float32 rounding made ONNX
+            # Runtime and PyTorch disagree by 0.05 in the weights. Bounded, both agree.
+            d = torch.tanh(d)
         if self.config.refine_downsample > 1:
             # Odd sizes work: stride-2 convs round up, and the upsampling goes back to exactly H x W.
             d = F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)
