@@ -18,9 +18,11 @@ Stacks (``--stacks``, default the two unaligned PCB stacks):
 
 Prints markdown: per stack and command the wall time (median of the runs, the two commands
 interleaved: ours then focus-stack, run after run), peak memory (maximum resident set size over the
-runs, GNU time's %M), that per megapixel of one frame, Q^AB/F of each output and, for the deep stack,
-PSNR against the truth; then the ratios against issue 14's goals. Both commands run with their
-defaults (focus-stack writes PNG; ``surgifuse fuse ... --quiet``).
+runs, GNU time's %M) and, with any other choice of ``--stacks`` than the default, that per megapixel
+of one frame, CPU seconds (user + system, median), PSNR against the truth for the deep stack, then
+the ratios against issue 14's goals (5x faster, a third of the memory, Q^AB/F at least
+focus-stack's), the machine, the date and the load average. Q^AB/F of each output in both. Both
+commands run with their defaults (focus-stack writes PNG; ``surgifuse fuse ... --quiet``).
 
 Q^AB/F is computed at JUDGE_SIDE px (the longer side) against every frame registered onto the output,
 or against ``--judge-frames N`` evenly spaced ones (deep stack: all by default). PSNR: each output
@@ -49,8 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from surgifuse.evaluation.metrics import qabf  # noqa: E402
-from surgifuse.imageio import read_image, read_stack  # noqa: E402
+from surgifuse.evaluation.metrics import qabf
+from surgifuse.imageio import read_image, read_stack
 
 SHARED = REPO.parent / "shared" / "data" / "real"
 #: Side the judging works at (both outputs alike): ECC and Q^AB/F on 2048x1536 take minutes.
@@ -82,17 +84,19 @@ class Stack:
         return h * w / 1e6
 
 
-def run_timed(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command (GNU time's maximum resident set size).
+def run_timed(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB; GNU time's maximum resident set size) and CPU seconds (user +
+    system, GNU time) of one command.
 
     GNU time forks the command itself, so the figure is the command's alone, whatever the size of
     this process (a child started straight from a large parent would inherit its high-water mark)."""
     t0 = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *argv], check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return seconds, int(done.stderr.strip().splitlines()[-1]) / 1024.0
+    peak_kb, user, system = done.stderr.strip().splitlines()[-1].split()
+    return seconds, int(peak_kb) / 1024.0, float(user) + float(system)
 
 
 def register_onto(frame: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -149,7 +153,7 @@ def judge(frames: list[np.ndarray], output: np.ndarray) -> float:
 def onto_truth(output: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``output`` registered onto ``truth`` (ORB + RANSAC, ECC affine at full resolution) and
     resampled into its frame (Lanczos): (image, mask of the truth's pixels it covers, the warp)."""
-    grey = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)  # noqa: E731
+    grey = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)
     warp = register_onto(grey(output), grey(truth))
     h, w = truth.shape[:2]
     image = cv2.warpAffine(output, warp, (w, h), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
@@ -161,7 +165,8 @@ def onto_truth(output: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def masked_psnr(truth: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
     diff = truth[mask].astype(np.float64) - image[mask].astype(np.float64)
-    return float(10 * np.log10(255.0**2 / np.mean(diff * diff)))
+    mse = float(np.mean(diff * diff))
+    return float("inf") if mse == 0.0 else 10 * np.log10(255.0**2 / mse)
 
 
 def real_stack(name: str) -> Stack:
@@ -236,7 +241,7 @@ def main() -> None:
         parser.error(f"unknown stack(s) {', '.join(unknown)}; choose from {', '.join(STACKS)}")
     extended = names != ["pcb-macro", "pcb-depthmap"]
     surgifuse = str(REPO / ".venv" / "bin" / "surgifuse")
-    shown = subprocess.run([args.focus_stack, "--version"], capture_output=True, text=True)
+    shown = subprocess.run([args.focus_stack, "--version"], check=False, capture_output=True, text=True)
     version = ((shown.stdout or shown.stderr).strip().splitlines() or ["(version unknown)"])[0]
     started, load_before = datetime.datetime.now(), load()
 
@@ -247,12 +252,12 @@ def main() -> None:
             ours, theirs = Path(tmp) / "surgifuse.png", Path(tmp) / "focus-stack.png"
             commands = {"surgifuse fuse": [surgifuse, "fuse", *stack.files, "-o", str(ours), "--quiet"],
                         "focus-stack": [args.focus_stack, f"--output={theirs}", *stack.files]}
-            timings: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+            timings: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
             for run in range(args.runs):  # interleaved: both see the same machine load
                 for label, argv in commands.items():
                     timings[label].append(run_timed(argv))
                     print(f"{name} run {run + 1}: {label} {timings[label][-1][0]:.2f} s, "
-                          f"{timings[label][-1][1]:.0f} MB", file=sys.stderr)
+                          f"{timings[label][-1][1]:.0f} MB, {timings[label][-1][2]:.2f} CPU s", file=sys.stderr)
             outputs = {"surgifuse fuse": read_image(ours), "focus-stack": read_image(theirs)}
             frames, which = judged_frames(stack, args.judge_frames)
             t0 = time.perf_counter()
@@ -273,9 +278,10 @@ def main() -> None:
                 notes.append(f"{stack.label}: {stack.note}{'; ' if stack.note else ''}Q^AB/F against {which} frames.")
             summary = {}
             for label in commands:
-                seconds = statistics.median(t for t, _ in timings[label])
-                peak = max(m for _, m in timings[label])
-                summary[label] = (seconds, peak, scores[label], psnrs.get(label))
+                seconds = statistics.median(t for t, _, _ in timings[label])
+                peak = max(m for _, m, _ in timings[label])
+                cpu = statistics.median(c for _, _, c in timings[label])
+                summary[label] = (seconds, peak, scores[label], psnrs.get(label), cpu)
                 rows.append((stack, label, seconds, peak))
             ratios.append((stack, summary))
 
@@ -283,7 +289,7 @@ def main() -> None:
         print("| stack | command | wall s (median of runs) | peak MB | Q^AB/F vs inputs registered by ORB+ECC |")
         print("|---|---|---|---|---|")
         for stack, summary in ratios:
-            for label, (seconds, peak, score, _) in summary.items():
+            for label, (seconds, peak, score, _, _) in summary.items():
                 print(f"| {stack.label} | {label} | {seconds:.2f} | {peak:.0f} | {score:.3f} |")
         return
 
@@ -295,21 +301,21 @@ def main() -> None:
     cmd = " ".join(sys.argv[1:])
     print(f"Command: `.venv/bin/python scripts/compare_focus_stack.py {cmd}`")
     print()
-    print(f"| stack | command | wall s (median of {args.runs}) | peak RSS MB (max of runs) | peak MB per MP | "
-          "Q^AB/F vs inputs registered by ORB+ECC | PSNR vs truth dB |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"| stack | command | wall s (median of {args.runs}) | CPU s (user + sys, median) | peak RSS MB (max of runs) "
+          "| peak MB per MP of a frame | Q^AB/F vs inputs registered by ORB+ECC | PSNR vs truth dB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for stack, summary in ratios:
-        for label, (seconds, peak, score, db) in summary.items():
-            print(f"| {stack.label} | {label} | {seconds:.2f} | {peak:.0f} | {peak / stack.megapixels:.0f} | "
+        for label, (seconds, peak, score, db, cpu) in summary.items():
+            print(f"| {stack.label} | {label} | {seconds:.2f} | {cpu:.1f} | {peak:.0f} | {peak / stack.megapixels:.0f} | "
                   f"{score:.3f} | {'' if db is None else f'{db:.2f}'} |")
     print()
     print("| stack | speed-up (focus-stack wall / ours) | ≥ 5x | memory (ours / focus-stack peak) | ≤ 1/3 | "
           "Q^AB/F ours − focus-stack | ≥ 0 |")
     print("|---|---:|---|---:|---|---:|---|")
     for stack, summary in ratios:
-        (t_o, m_o, q_o, _), (t_f, m_f, q_f, _) = summary["surgifuse fuse"], summary["focus-stack"]
+        (t_o, m_o, q_o, _, _), (t_f, m_f, q_f, _, _) = summary["surgifuse fuse"], summary["focus-stack"]
         speed, memory, dq = t_f / t_o, m_o / m_f, q_o - q_f
-        yes = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+        yes = lambda ok: "met" if ok else "**missed**"
         print(f"| {stack.label} | {speed:.2f}x | {yes(speed >= 5)} | {memory:.2f} | {yes(memory <= 1 / 3)} | "
               f"{dq:+.3f} | {yes(round(dq, 3) >= 0)} |")
     if notes:
