@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -208,13 +207,9 @@ def judged_frames(stack: Stack, limit: int) -> tuple[list[np.ndarray], str]:
 
 
 def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
+    from surgifuse.bench.machine import cpu_model
+
+    return cpu_model()
 
 
 def load() -> str:
