@@ -289,6 +289,12 @@ class Registration:
         """True when the estimate is applied (a frame that moved)."""
         return self.transform is self.estimate and self.displacement > 0
 
+    @classmethod
+    def none(cls) -> Registration:
+        """Nothing estimated, nothing applied (the reference frame itself, a flat frame)."""
+        identity = SimilarityTransform.identity()
+        return cls(identity, identity, 0.0, 0.0)
+
 
 def register(
     reference: np.ndarray | AlignmentImage,
@@ -410,7 +416,7 @@ def register_scale(
     margin = int(0.06 * w) + 2
     identity = SimilarityTransform.identity()
     if min(h, w) - 2 * margin < MIN_SIDE or float(ref_img.std()) < 1e-6:
-        return Registration(identity, identity, 0.0, 0.0)
+        return Registration.none()
     crop, gx, gy, xs, ys = _gradients_about_centre(ref_img, margin)
     template = _normalise(ref_img[crop])
     cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
@@ -426,7 +432,7 @@ def register_scale(
         weights = _tukey_weights(error)
         normal = (steepest * weights) @ steepest.T
         if not np.all(np.isfinite(normal)) or np.linalg.cond(normal) > 1e12:
-            return Registration(identity, identity, 0.0, 0.0)
+            return Registration.none()
         d_scale, dx, dy = np.linalg.solve(normal, (steepest * weights) @ error)
         scale /= 1.0 + d_scale
         shift -= (dx, dy)
@@ -661,10 +667,15 @@ def register_stack(
     stack = validate_stack(frames)
     ref_index = reference_index(reference, len(stack))
     prepared = [prepare_alignment(f, max_side=max_side) for f in stack]
-    identity = SimilarityTransform.identity()
-    return [Registration(identity, identity, 0.0, 0.0) if i == ref_index
-            else register(prepared[ref_index], p, round_trip=True)
+    return [Registration.none() if i == ref_index else register_onto_reference(prepared[ref_index], p)
             for i, p in enumerate(prepared)]
+
+
+def register_onto_reference(reference: AlignmentImage, moving: AlignmentImage) -> Registration:
+    """One frame of a stack onto its reference frame, by ``register_stack``'s rule (a significant
+    estimate confirmed the other way round). A caller that streams the frames prepares the
+    reference once and each frame as it arrives."""
+    return register(reference, moving, round_trip=True)
 
 
 # ----------------------------------------------------------------------------------------- internals

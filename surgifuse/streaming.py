@@ -394,6 +394,9 @@ def fuse_stream(
         ref_index = alignment.reference_index(reference, k)
         with clock("read"):
             reference_frame = stack[ref_index]
+        with clock("register"):
+            side = max_side or alignment.DEFAULT_MAX_SIDE
+            reference_prepared = alignment.prepare_alignment(reference_frame, max_side=side)
         registrations = []
     decision: StreamingDecision | None = None
     bar = progress_bar(total=k, desc="fuse, pass 1 of 2", unit="frame", enabled=progress)
@@ -412,10 +415,11 @@ def fuse_stream(
                     raise InputError(f"engine {engine.name!r} cannot fuse a stack one frame at a time")
             if registering:
                 with clock("register"):
-                    # register_stack's rule for one frame, so that streamed and whole stacks agree.
-                    registrations.append(alignment.register_stack(
-                        [reference_frame, frame], reference=0, max_side=max_side or alignment.DEFAULT_MAX_SIDE)[1]
-                        if i != ref_index else _still(alignment))
+                    # register_stack's rule for one frame, so that streamed and whole stacks agree;
+                    # the reference was reduced once, not once per frame.
+                    registrations.append(alignment.register_onto_reference(
+                        reference_prepared, alignment.prepare_alignment(frame, max_side=side))
+                        if i != ref_index else alignment.Registration.none())
             with clock("fuse"):
                 transform = _transform(registrations[i]) if registrations else None
                 warped, focus_map = prepare_aligned(engine, frame, transform, interpolation=interpolation)
@@ -466,11 +470,6 @@ class _Clock:
 
     def __exit__(self, *exc) -> None:
         self.timings[self._stage] += (time.perf_counter() - self._t0) * 1e3
-
-
-def _still(alignment):
-    identity = alignment.SimilarityTransform.identity()
-    return alignment.Registration(identity, identity, 0.0, 0.0)
 
 
 def _transform(registration):
