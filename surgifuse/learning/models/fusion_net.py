@@ -86,7 +86,7 @@ class FuseRefine(nn.Module):
         for conv in self.down:
             d = F.relu(conv(d))
         d = self.blocks(d)
-        if self.to_rgb is None:
+        if self.config.output == "weights":
             # Blend weights alone leave the refinement's scale free (a softmax ignores a shift shared
             # by all frames): trained without a bound it grew to 1e5, where float32 rounding made ONNX
             # Runtime and PyTorch disagree by 0.05 in the weights. Bounded, both agree.
@@ -111,7 +111,7 @@ class FuseRefine(nn.Module):
         e = torch.exp(logits - logits.amax(dim=1, keepdim=True))
         weights = e / e.sum(dim=1, keepdim=True)
         blend = (weights.unsqueeze(2) * frames).sum(dim=1)  # (B, K, 3, H, W) -> (B, 3, H, W)
-        if self.to_rgb is None:
+        if self.config.output == "weights":
             return blend, weights
         return blend + self.to_rgb(ctx), weights
 
