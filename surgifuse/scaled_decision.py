@@ -13,6 +13,7 @@ at full resolution with the blend window ``factor`` times wider (at most ``MAX_R
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -21,7 +22,8 @@ import numpy as np
 from . import decision
 from .errors import InputError
 
-__all__ = ["TUNED_SIDE", "auto_factor", "enlarge_blocks", "fuse_stack_scaled", "reduce_focus_map"]
+__all__ = ["TUNED_SIDE", "StackDecision", "auto_factor", "blend_stack_decision", "decide_stack", "enlarge_blocks",
+           "fuse_stack_scaled", "reduce_focus_map"]
 
 #: Frames whose shorter side is at least this many multiples of it are decided at 1/multiple
 #: scale (``auto_factor``): 512 px stacks are where the radii were tuned; 720p stays at full
@@ -59,6 +61,64 @@ def enlarge_blocks(values: np.ndarray, factor: int, shape: tuple[int, int], inte
     return np.ascontiguousarray(big[:h, :w])
 
 
+@dataclass
+class StackDecision:
+    """The decision of a stack before its frames are blended, at the scale it was made.
+
+    ``labels`` (uint8: 0..K-1 a frame, K the average of all), ``depth_index`` and ``confidence``
+    (float32) are ``factor`` times smaller than the frames (``shape``, H x W); a caller may change
+    ``labels`` and ``depth_index`` in place before ``blend_stack_decision`` (the live motion guard
+    gives the newest frame the regions where the scene moved).
+    """
+
+    labels: np.ndarray
+    depth_index: np.ndarray
+    confidence: np.ndarray
+    factor: int
+    shape: tuple[int, int]
+
+
+def decide_stack(
+    focus_maps: Sequence[np.ndarray],
+    *,
+    factor: int,
+    shape: tuple[int, int],
+    filter_radius: int = decision.DEFAULT_FILTER_RADIUS,
+    flat_threshold: int = 0,
+    threads: int = 0,
+    reduced: bool = False,
+) -> StackDecision:
+    """The arg-max and majority filter of ``fuse_stack_scaled`` without the blend: on the focus
+    maps summed over ``factor`` x ``factor`` blocks (``reduced``: the maps already are)."""
+    maps = list(focus_maps)
+    if factor > 1 and not reduced:
+        maps = [reduce_focus_map(np.asarray(m), factor) for m in maps]
+    expected = (math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
+    if maps and np.asarray(maps[0]).shape != expected:
+        raise InputError(f"{'reduced ' if factor > 1 else ''}focus maps are {np.asarray(maps[0]).shape}, frames "
+                         f"{tuple(shape)} reduced by {factor} give {expected}")
+    labels, depth, confidence = decision.stack_decision(maps, filter_radius=filter_radius,
+                                                        flat_threshold=flat_threshold, threads=threads)
+    return StackDecision(labels, depth, confidence, factor, (int(shape[0]), int(shape[1])))
+
+
+def blend_stack_decision(frames: Sequence[np.ndarray], decided: StackDecision, *,
+                         blend_radius: int = decision.DEFAULT_BLEND_RADIUS, threads: int = 0) -> decision.DecisionResult:
+    """Blend the frames by ``decided``'s labels at full resolution over a window of radius
+    ``min(MAX_RADIUS, blend_radius * factor)``; the labels are enlarged by repetition (each block's
+    label to its pixels), the depth index and the confidence by linear interpolation."""
+    f, shape = decided.factor, decided.shape
+    if f == 1:
+        labels, depth, confidence = decided.labels, decided.depth_index, decided.confidence
+    else:
+        labels = enlarge_blocks(decided.labels, f, shape, cv2.INTER_NEAREST)
+        depth = enlarge_blocks(decided.depth_index, f, shape, cv2.INTER_LINEAR)
+        confidence = enlarge_blocks(decided.confidence, f, shape, cv2.INTER_LINEAR)
+    image = decision.stack_blend(frames, labels, blend_radius=min(decision.MAX_RADIUS, blend_radius * f),
+                                 threads=threads)
+    return decision.DecisionResult(image=image, depth_index=depth, confidence=confidence, labels=labels)
+
+
 def fuse_stack_scaled(
     frames: Sequence[np.ndarray],
     focus_maps: Sequence[np.ndarray],
@@ -82,20 +142,9 @@ def fuse_stack_scaled(
     if factor == 1:
         return decision.fuse_stack(frames, focus_maps, filter_radius=filter_radius, blend_radius=blend_radius,
                                    flat_threshold=flat_threshold, threads=threads)
-    if reduced_maps is None:
-        reduced_maps = [reduce_focus_map(np.asarray(m), factor) for m in focus_maps]
-    reduced_maps = list(reduced_maps)
-    if len(reduced_maps) != len(frames):
-        raise InputError(f"got {len(frames)} frames but {len(reduced_maps)} focus maps: K must match")
-    shape = np.asarray(frames[0]).shape[:2]
-    expected = (math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
-    if reduced_maps[0].shape != expected:
-        raise InputError(f"reduced focus maps are {reduced_maps[0].shape}, frames {shape} reduced by {factor} "
-                         f"give {expected}")
-    labels, depth, confidence = decision.stack_decision(reduced_maps, filter_radius=filter_radius,
-                                                        flat_threshold=flat_threshold, threads=threads)
-    labels = enlarge_blocks(labels, factor, shape, cv2.INTER_NEAREST)
-    image = decision.stack_blend(frames, labels, blend_radius=min(decision.MAX_RADIUS, blend_radius * factor),
-                                 threads=threads)
-    return decision.DecisionResult(image=image, depth_index=enlarge_blocks(depth, factor, shape, cv2.INTER_LINEAR),
-                                   confidence=enlarge_blocks(confidence, factor, shape, cv2.INTER_LINEAR), labels=labels)
+    maps = list(reduced_maps) if reduced_maps is not None else list(focus_maps)
+    if len(maps) != len(frames):
+        raise InputError(f"got {len(frames)} frames but {len(maps)} focus maps: K must match")
+    decided = decide_stack(maps, factor=factor, shape=np.asarray(frames[0]).shape[:2], filter_radius=filter_radius,
+                           flat_threshold=flat_threshold, threads=threads, reduced=reduced_maps is not None)
+    return blend_stack_decision(frames, decided, blend_radius=blend_radius, threads=threads)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 from live_support import focus_sweep, textured_scene
@@ -282,6 +283,70 @@ def test_motion_guard_flags_a_moving_instrument_in_a_sweep():
     err_before = np.abs(frames[0].astype(int) - sweep[4].aif.astype(int))[moved].mean()
     err_after = np.abs(out.image.astype(int) - sweep[4].aif.astype(int))[moved].mean()
     assert err_after < err_before / 2
+
+
+def test_motion_guard_relabels_a_decision_before_the_blend():
+    from surgifuse.scaled_decision import StackDecision
+
+    frames, masks = _instrument_frames()
+    newest = len(frames) - 1
+    # an adversarial decision at half scale: every block drawn from the oldest frame
+    labels = np.zeros((60, 80), np.uint8)
+    decided = StackDecision(labels, np.zeros((60, 80), np.float32), np.ones((60, 80), np.float32), 2, (120, 160))
+    fraction, mask = MotionGuard(coarse_width=24).relabel(frames, newest, decided)
+    ghost = (masks[0] & ~masks[newest])[::2, ::2]
+    assert fraction > 0 and mask.any()
+    assert np.all(decided.labels[ghost] == newest) and np.all(decided.depth_index[ghost] == newest)
+    assert np.all(decided.labels[50:] == 0)  # far from the instrument the decision is untouched
+
+
+def test_relabel_that_changes_nothing_fuses_bit_equal_at_full_and_half_scale():
+    from surgifuse.engines import create_engine
+
+    frames = focus_sweep(96, 128, k=4)
+    for scale in (1, 2):
+        engine = create_engine("classical", decision_scale=scale)
+        prepared = [engine.prepare_frame(f) for f in frames]
+        seen = []
+        plain = engine.fuse_prepared(frames, prepared)
+        hooked = engine.fuse_prepared(frames, prepared, relabel=lambda d: seen.append(d.labels.shape))
+        assert seen == [(96 // scale, 128 // scale)]
+        np.testing.assert_array_equal(hooked.image, plain.image)
+        np.testing.assert_array_equal(hooked.depth_index, plain.depth_index)
+
+
+def test_processor_guards_in_the_decision_like_after_it():
+    """The classical engine is guarded in its decision (no second full-size blend); a moving
+    instrument's old positions still show the newest frame, a still stack is left as fused."""
+    from surgifuse.engines import create_engine
+    from surgifuse.live.frames import CapturedFrame
+    from surgifuse.live.processor import FrameProcessor
+
+    frames, masks = _instrument_frames()
+    guarded = FrameProcessor(create_engine("classical"), k=5, align=False, guard=MotionGuard(coarse_width=24))
+    plain = FrameProcessor(create_engine("classical"), k=5, align=False, guard=None)
+    for i, f in enumerate(frames):
+        out = guarded.process(CapturedFrame(f, i, 0.0))
+        ref = plain.process(CapturedFrame(f, i, 0.0))
+    assert out.guard_fraction > 0 and out.timings["guard"] > 0
+    inner = cv2.erode((masks[0] & ~masks[-1]).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    err = np.abs(out.image.astype(int) - frames[-1].astype(int))[inner].mean()
+    assert err < 5
+    assert np.array_equal(out.image[100:], ref.image[100:])
+    still = FrameProcessor(create_engine("classical"), k=5, align=False, guard=MotionGuard(coarse_width=24))
+    for i in range(5):
+        out = still.process(CapturedFrame(frames[0], i, 0.0))
+    assert out.guard_fraction == 0.0 and np.array_equal(out.image, frames[0])
+
+
+def test_buffer_refuses_relabel_for_an_engine_without_labels():
+    from surgifuse.buffer import FocalStackBuffer
+    from surgifuse.engines import create_engine
+
+    buf = FocalStackBuffer(2, engine=create_engine("msmfm"))
+    buf.push(focus_sweep(32, 32, k=1)[0])
+    with pytest.raises(ValueError, match="relabel"):
+        buf.fuse(relabel=lambda d: None)
 
 
 def test_motion_guard_checks_inputs():

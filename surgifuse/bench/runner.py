@@ -189,8 +189,12 @@ class _TimedPrepare(Engine):
         self.last_ns = time.perf_counter_ns() - t0
         return out
 
-    def fuse_prepared(self, frames, prepared):
-        result = self.engine.fuse_prepared(frames, prepared)
+    @property
+    def relabels(self) -> bool:
+        return getattr(self.engine, "relabels", False)
+
+    def fuse_prepared(self, frames, prepared, **options):
+        result = self.engine.fuse_prepared(frames, prepared, **options)
         self.last_timings = result.timings
         return result
 

@@ -53,6 +53,9 @@ class Engine(abc.ABC):
     #: Where ``fuse`` records the time of the K ``prepare_frame`` calls in ``timings`` (None: not
     #: recorded, e.g. when the engine times its preparation itself).
     prepare_stage: str | None = None
+    #: Whether ``fuse_prepared`` takes ``relabel=`` (a callback that may change the decision's
+    #: labels before the frames are blended; the live motion guard uses it).
+    relabels: bool = False
 
     @property
     def options(self) -> dict:

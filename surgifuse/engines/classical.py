@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from surgifuse.errors import InputError
 
 from .. import decision
 from ..focus_measure import FOCUS_MAP_MODES, focus_map
-from ..scaled_decision import auto_factor, fuse_stack_scaled, reduce_focus_map
+from ..scaled_decision import (StackDecision, auto_factor, blend_stack_decision, decide_stack, fuse_stack_scaled,
+                               reduce_focus_map)
 from .base import Engine, FusionResult, validate_stack
 from .spec import EngineLimits, EngineOption, EngineSpec
 
@@ -121,6 +122,11 @@ class ClassicalEngine(Engine):
             return 1
         return self.decision_scale or auto_factor(shape)
 
+    @property
+    def relabels(self) -> bool:
+        """``fuse_prepared`` takes ``relabel`` on the CPU (the CUDA path decides and blends in one kernel)."""
+        return self.device == "cpu"
+
     def prepare_frame(self, frame: np.ndarray) -> np.ndarray:
         """The frame's focus map (uint32 HxW): the per-frame work a live buffer caches."""
         t0 = time.perf_counter()
@@ -130,15 +136,31 @@ class ClassicalEngine(Engine):
         self._prepare_ms += (time.perf_counter() - t0) * 1000.0
         return fm
 
-    def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any]) -> FusionResult:
-        """Fuse K frames given their focus maps (``prepare_frame``), in the same order."""
+    def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any], *,
+                      relabel: Callable[[StackDecision], None] | None = None) -> FusionResult:
+        """Fuse K frames given their focus maps (``prepare_frame``), in the same order.
+
+        ``relabel``: called with the decision (``scaled_decision.StackDecision``, at the scale it
+        was made) before the frames are blended; it may change its labels and depth index in place.
+        The live motion guard gives the newest frame the regions where the scene moved there, so
+        that the blend itself feathers the override and no second full-size pass is needed.
+        """
         frames = validate_stack(frames)
         prepared = list(prepared)
         if len(prepared) != len(frames):
             raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared focus maps: K must match")
         t0 = time.perf_counter()
         factor = self.scale_for(frames[0].shape)
-        if factor > 1:
+        relabel_ms = 0.0
+        if relabel is not None:
+            decided = decide_stack(self._reduce(prepared, factor) if factor > 1 else prepared, factor=factor,
+                                   shape=frames[0].shape[:2], filter_radius=self.filter_radius,
+                                   flat_threshold=self.flat_threshold, threads=self.threads, reduced=True)
+            t1 = time.perf_counter()
+            relabel(decided)
+            relabel_ms = (time.perf_counter() - t1) * 1000.0
+            out = blend_stack_decision(frames, decided, blend_radius=self.blend_radius, threads=self.threads)
+        elif factor > 1:
             out = fuse_stack_scaled(frames, prepared, factor=factor, filter_radius=self.filter_radius,
                                     blend_radius=self.blend_radius, flat_threshold=self.flat_threshold,
                                     threads=self.threads, reduced_maps=self._reduce(prepared, factor))
@@ -152,8 +174,10 @@ class ClassicalEngine(Engine):
                 threads=self.threads,
                 device=self.device,
             )
-        decision_ms = (time.perf_counter() - t0) * 1000.0
+        decision_ms = (time.perf_counter() - t0) * 1000.0 - relabel_ms
         timings = {"focus_measure": self._prepare_ms, "decision": decision_ms}
+        if relabel is not None:
+            timings["relabel"] = relabel_ms
         self._prepare_ms = 0.0
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings)
 

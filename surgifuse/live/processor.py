@@ -57,13 +57,22 @@ class FrameProcessor:
         self.buffer.push(captured.image, meta={"seq": captured.seq, "capture_ms": captured.capture_ms,
                                                "focus": captured.focus})
         t1 = time.perf_counter()
-        result = self.buffer.fuse()
-        t2 = time.perf_counter()
         frames, metas = list(self.buffer.frames), list(self.buffer.metas)
         seqs = [int(m["seq"]) if m else -1 for m in metas]
         newest = int(np.argmax(seqs))
-        image, depth, fraction = result.image, result.depth_index, 0.0
-        if self.guard is not None and len(frames) > 1:
+        guarded_in_decision = self.guard is not None and len(frames) > 1 and getattr(self.engine, "relabels", False)
+        fraction = 0.0
+        if guarded_in_decision:
+            # The guard changes the decision before the blend: one full-size pass instead of two.
+            override: list[float] = []
+            result = self.buffer.fuse(relabel=lambda decided: override.append(
+                self.guard.relabel(frames, newest, decided)[0]))
+            fraction = override[0] if override else 0.0
+        else:
+            result = self.buffer.fuse()
+        t2 = time.perf_counter()
+        image, depth = result.image, result.depth_index
+        if self.guard is not None and len(frames) > 1 and not guarded_in_decision:
             # In place unless the engine handed back memory of a buffered frame (it would be changed).
             owned = not any(np.may_share_memory(image, f) for f in frames)
             guarded = self.guard.apply(frames, newest, image, depth, in_place=owned)
@@ -84,8 +93,10 @@ class FrameProcessor:
             depth = warp(np.ascontiguousarray(depth, dtype=np.float32), back, interpolation="nearest",
                          fill=float(newest))
         t4 = time.perf_counter()
-        timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0, "guard": (t3 - t2) * 1000.0,
-                   "reproject": (t4 - t3) * 1000.0}
+        # The guard's time is its own stage wherever it ran (inside the engine's fusion or after it).
+        relabel_ms = result.timings.get("relabel", 0.0) if guarded_in_decision else 0.0
+        timings = {"prepare": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0 - relabel_ms,
+                   "guard": (t3 - t2) * 1000.0 + relabel_ms, "reproject": (t4 - t3) * 1000.0}
         return ProcessedFrame(seq=captured.seq, capture_ms=captured.capture_ms, raw=captured.image, image=image,
                               depth=depth, fused=True, engine=self.engine.name, k=len(frames), frame_seqs=seqs,
                               timings=timings, guard_fraction=fraction,
