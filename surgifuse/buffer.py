@@ -185,11 +185,12 @@ class FocalStackBuffer:
         newest frame's own coordinates."""
         return None if self._aligner is None or self._count == 0 else self._newest_transform
 
-    def fuse(self, *, relabel=None) -> FusionResult:
+    def fuse(self, *, relabel=None, full_maps: bool = True) -> FusionResult:
         """Fuse the frames held (oldest first) with the engine, from their cached prepared data.
 
-        ``relabel``: passed on to an engine whose ``relabels`` is true (a callback that may change
-        the decision before the blend, see ``ClassicalEngine.fuse_prepared``); other engines refuse it.
+        ``relabel`` and ``full_maps``: passed on to an engine whose ``relabels`` is true (a callback
+        that may change the decision before the blend, and whether the depth and confidence maps
+        come at the frame's size, see ``ClassicalEngine.fuse_prepared``); other engines refuse them.
         """
         if self._count == 0:
             raise InputError("cannot fuse an empty buffer: push at least one frame")
@@ -197,7 +198,7 @@ class FocalStackBuffer:
             return self.engine.fuse_prepared(self.frames, self.prepared)
         if not getattr(self.engine, "relabels", False):
             raise InputError(f"engine {self.engine.name!r} does not take relabel (its decision is not a label map)")
-        return self.engine.fuse_prepared(self.frames, self.prepared, relabel=relabel)
+        return self.engine.fuse_prepared(self.frames, self.prepared, relabel=relabel, full_maps=full_maps)
 
 
     def _drop_all_frames(self) -> None:

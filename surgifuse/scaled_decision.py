@@ -103,17 +103,19 @@ def decide_stack(
 
 
 def blend_stack_decision(frames: Sequence[np.ndarray], decided: StackDecision, *,
-                         blend_radius: int = decision.DEFAULT_BLEND_RADIUS, threads: int = 0) -> decision.DecisionResult:
+                         blend_radius: int = decision.DEFAULT_BLEND_RADIUS, threads: int = 0,
+                         full_maps: bool = True) -> decision.DecisionResult:
     """Blend the frames by ``decided``'s labels at full resolution over a window of radius
     ``min(MAX_RADIUS, blend_radius * factor)``; the labels are enlarged by repetition (each block's
-    label to its pixels), the depth index and the confidence by linear interpolation."""
+    label to its pixels), the depth index and the confidence by linear interpolation (with
+    ``full_maps``; otherwise they stay at the decision's scale)."""
     f, shape = decided.factor, decided.shape
-    if f == 1:
-        labels, depth, confidence = decided.labels, decided.depth_index, decided.confidence
-    else:
-        labels = enlarge_blocks(decided.labels, f, shape, cv2.INTER_NEAREST)
-        depth = enlarge_blocks(decided.depth_index, f, shape, cv2.INTER_LINEAR)
-        confidence = enlarge_blocks(decided.confidence, f, shape, cv2.INTER_LINEAR)
+    labels, depth, confidence = decided.labels, decided.depth_index, decided.confidence
+    if f > 1:
+        labels = enlarge_blocks(labels, f, shape, cv2.INTER_NEAREST)
+        if full_maps:
+            depth = enlarge_blocks(depth, f, shape, cv2.INTER_LINEAR)
+            confidence = enlarge_blocks(confidence, f, shape, cv2.INTER_LINEAR)
     image = decision.stack_blend(frames, labels, blend_radius=min(decision.MAX_RADIUS, blend_radius * f),
                                  threads=threads)
     return decision.DecisionResult(image=image, depth_index=depth, confidence=confidence, labels=labels)

@@ -349,6 +349,22 @@ def test_buffer_refuses_relabel_for_an_engine_without_labels():
         buf.fuse(relabel=lambda d: None)
 
 
+def test_reproject_depth_moves_the_block_map_like_the_frame():
+    from surgifuse.align import SimilarityTransform
+    from surgifuse.live.processor import reproject_depth
+
+    small = np.zeros((30, 40), np.float32)
+    small[:, 20:] = 3.0  # frame 0 left, frame 3 right: an edge at x = 40 px in the frame
+    still = reproject_depth(small, 2, None, (60, 80), newest=4)
+    assert still.shape == (60, 80) and still[0, 0] == 0.0 and still[0, 79] == 3.0
+    # the newest frame sits 8 px right of the stack (raw -> stack: x - 8): its view shows the stack shifted right
+    moved = reproject_depth(small, 2, SimilarityTransform(1.0, 0.0, -8.0, 0.0), (60, 80), newest=4)
+    np.testing.assert_array_equal(moved[:, 12:], still[:, 4:72])
+    assert np.all(moved[:, :6] == 4.0)  # left of the stack's view: the newest frame's own index
+    odd = reproject_depth(np.zeros((31, 41), np.float32), 2, None, (61, 81), newest=1)
+    assert odd.shape == (61, 81)
+
+
 def test_motion_guard_checks_inputs():
     frames, _ = _instrument_frames(k=3)
     guard = MotionGuard()

@@ -36,12 +36,17 @@ class FusionResult:
         Per pixel, in [0, 1]: how clearly one frame won (1 = clear winner, 0 = no information).
     timings : dict
         Milliseconds spent per stage, e.g. ``{"focus_measure": 2.1, "decision": 1.3}``.
+    map_factor : int
+        1: ``depth_index`` and ``confidence`` are HxW like the image. n > 1 only where a caller
+        asked for the maps at the scale the decision was made (``ClassicalEngine.fuse_prepared(...,
+        full_maps=False)``): ceil(H/n) x ceil(W/n), one value per n x n block of pixels.
     """
 
     image: np.ndarray
     depth_index: np.ndarray
     confidence: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    map_factor: int = 1
 
 
 class Engine(abc.ABC):

@@ -137,13 +137,16 @@ class ClassicalEngine(Engine):
         return fm
 
     def fuse_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[Any], *,
-                      relabel: Callable[[StackDecision], None] | None = None) -> FusionResult:
+                      relabel: Callable[[StackDecision], None] | None = None, full_maps: bool = True) -> FusionResult:
         """Fuse K frames given their focus maps (``prepare_frame``), in the same order.
 
         ``relabel``: called with the decision (``scaled_decision.StackDecision``, at the scale it
         was made) before the frames are blended; it may change its labels and depth index in place.
         The live motion guard gives the newest frame the regions where the scene moved there, so
         that the blend itself feathers the override and no second full-size pass is needed.
+        ``full_maps=False`` (with ``relabel``): the depth index and the confidence stay at the
+        decision's scale (``FusionResult.map_factor``); the live processor moves the small depth map
+        back into the newest frame's coordinates and enlarges it once.
         """
         frames = validate_stack(frames)
         prepared = list(prepared)
@@ -159,7 +162,8 @@ class ClassicalEngine(Engine):
             t1 = time.perf_counter()
             relabel(decided)
             relabel_ms = (time.perf_counter() - t1) * 1000.0
-            out = blend_stack_decision(frames, decided, blend_radius=self.blend_radius, threads=self.threads)
+            out = blend_stack_decision(frames, decided, blend_radius=self.blend_radius, threads=self.threads,
+                                       full_maps=full_maps)
         elif factor > 1:
             out = fuse_stack_scaled(frames, prepared, factor=factor, filter_radius=self.filter_radius,
                                     blend_radius=self.blend_radius, flat_threshold=self.flat_threshold,
@@ -179,7 +183,9 @@ class ClassicalEngine(Engine):
         if relabel is not None:
             timings["relabel"] = relabel_ms
         self._prepare_ms = 0.0
-        return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings)
+        map_factor = 1 if relabel is None or full_maps else factor
+        return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings,
+                            map_factor=map_factor)
 
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from surgifuse.engines.base import Engine
@@ -66,7 +67,7 @@ class FrameProcessor:
             # The guard changes the decision before the blend: one full-size pass instead of two.
             override: list[float] = []
             result = self.buffer.fuse(relabel=lambda decided: override.append(
-                self.guard.relabel(frames, newest, decided)[0]))
+                self.guard.relabel(frames, newest, decided)[0]), full_maps=False)
             fraction = override[0] if override else 0.0
         else:
             result = self.buffer.fuse()
@@ -83,15 +84,10 @@ class FrameProcessor:
         # does not cover the current view, the newest frame itself.
         transform = self.buffer.newest_transform
         if transform is not None:
-            from surgifuse.align import warp, warp_onto
+            from surgifuse.align import warp_onto
 
-            back = transform.inverse()
-            image = warp_onto(image, back, captured.image)
-            # Nearest for the index map: interpolating between the labels of two frames would
-            # invent a depth at every boundary (and it is 1.6x cheaper). Outside the stack's view
-            # the newest frame shows, at its own index.
-            depth = warp(np.ascontiguousarray(depth, dtype=np.float32), back, interpolation="nearest",
-                         fill=float(newest))
+            image = warp_onto(image, transform.inverse(), captured.image)
+        depth = reproject_depth(depth, result.map_factor, transform, image.shape[:2], newest)
         t4 = time.perf_counter()
         # The guard's time is its own stage wherever it ran (inside the engine's fusion or after it).
         relabel_ms = result.timings.get("relabel", 0.0) if guarded_in_decision else 0.0
@@ -101,3 +97,29 @@ class FrameProcessor:
                               depth=depth, fused=True, engine=self.engine.name, k=len(frames), frame_seqs=seqs,
                               timings=timings, guard_fraction=fraction,
                               frame_focus=[m.get("focus") if m else None for m in metas])
+
+
+def reproject_depth(depth: np.ndarray, factor: int, transform, shape: tuple[int, int], newest: int) -> np.ndarray:
+    """The fused depth index in the newest frame's coordinates at the frame's size (H, W).
+
+    ``depth`` is in the stack's coordinates, one value per ``factor`` x ``factor`` block; it is
+    moved back by ``transform`` (raw -> stack, None: identity) at its own scale, then enlarged:
+    at 1080p a quarter of the pixels to warp. Nearest for the warp: interpolating between the
+    labels of two frames would invent a depth at every boundary. Outside the stack's view the
+    newest frame shows, at its own index.
+    """
+    from surgifuse.align import SimilarityTransform, warp
+    from surgifuse.scaled_decision import enlarge_blocks
+
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    if transform is not None:
+        back = transform.inverse()
+        if factor > 1:
+            # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
+            to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
+                                 [0.0, 0.0, 1.0]])
+            back = SimilarityTransform.from_matrix(to_small @ back.matrix3 @ np.linalg.inv(to_small))
+        depth = warp(depth, back, interpolation="nearest", fill=float(newest))
+    if factor > 1:
+        depth = enlarge_blocks(depth, factor, shape, cv2.INTER_LINEAR)
+    return depth
