@@ -355,14 +355,25 @@ def test_reproject_depth_moves_the_block_map_like_the_frame():
 
     small = np.zeros((30, 40), np.float32)
     small[:, 20:] = 3.0  # frame 0 left, frame 3 right: an edge at x = 40 px in the frame
-    still = reproject_depth(small, 2, None, (60, 80), newest=4)
-    assert still.shape == (60, 80) and still[0, 0] == 0.0 and still[0, 79] == 3.0
-    # the newest frame sits 8 px right of the stack (raw -> stack: x - 8): its view shows the stack shifted right
-    moved = reproject_depth(small, 2, SimilarityTransform(1.0, 0.0, -8.0, 0.0), (60, 80), newest=4)
-    np.testing.assert_array_equal(moved[:, 12:], still[:, 4:72])
-    assert np.all(moved[:, :6] == 4.0)  # left of the stack's view: the newest frame's own index
-    odd = reproject_depth(np.zeros((31, 41), np.float32), 2, None, (61, 81), newest=1)
-    assert odd.shape == (61, 81)
+    assert np.array_equal(reproject_depth(small, 2, None, newest=4), small)
+    # the newest frame sits 8 px right of the stack (raw -> stack: x - 8): its view shows the stack
+    # shifted right by 8 px, 4 blocks
+    moved = reproject_depth(small, 2, SimilarityTransform(1.0, 0.0, -8.0, 0.0), newest=4)
+    np.testing.assert_array_equal(moved[:, 4:], small[:, :36])
+    assert np.all(moved[:, :4] == 4.0)  # left of the stack's view: the newest frame's own index
+
+
+def test_processed_frame_enlarges_its_block_depth_on_demand():
+    from surgifuse.live.frames import ProcessedFrame
+
+    small = np.zeros((31, 41), np.float32)
+    small[:, 20:] = 2.0
+    image = np.zeros((61, 81, 3), np.uint8)
+    frame = ProcessedFrame(seq=0, capture_ms=0.0, raw=image, image=image, depth=small, fused=True,
+                           engine="classical", k=3, frame_seqs=[0, 1, 2], depth_factor=2)
+    full = frame.depth_map()
+    assert full.shape == (61, 81) and full[0, 0] == 0.0 and full[0, 80] == 2.0
+    assert frame.depth_map() is full and frame.depth_factor == 1
 
 
 def test_motion_guard_checks_inputs():

@@ -52,7 +52,7 @@ def test_processor_fuses_the_last_k_frames_and_reports_them():
         out = proc.process(CapturedFrame(frames[seq], seq, 1000.0 + seq))
     assert out.fused and out.k == 3
     assert sorted(out.frame_seqs) == [2, 3, 4]
-    assert out.image.shape == frames[0].shape and out.depth.shape == (48, 64)
+    assert out.image.shape == frames[0].shape and out.depth_map().shape == (48, 64)
     assert set(out.timings) >= {"prepare", "fuse", "guard"}
     # band 3 (x 38..51) is sharp only in frame 3: the fused image must hold it
     assert np.array_equal(out.image[:, 43:47], frames[3][:, 43:47])

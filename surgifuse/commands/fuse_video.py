@@ -164,7 +164,7 @@ def fuse_video_file(
             result = processor.process(CapturedFrame(image, count, 0.0))
             outputs[0].write(count, result.image, fps=fps, quality=jpeg_quality)
             if depth:
-                depth_frame = depth_image(result.depth, settings.k, preview=not outputs[1].folder)
+                depth_frame = depth_image(result.depth_map(), settings.k, preview=not outputs[1].folder)
                 outputs[1].write(count, depth_frame, fps=fps, quality=jpeg_quality)
             count += 1
             bar.update(1)

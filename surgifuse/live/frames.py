@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import cv2
 import numpy as np
 
 T = TypeVar("T")
@@ -48,7 +49,10 @@ class ProcessedFrame:
 
     ``image`` is what the display shows as "fused": the fused frame, or the newest raw frame when
     ``fused`` is false (engine error, over budget, busy). ``depth`` is the depth index map
-    (float32, 0..k-1) or None when unfused.
+    (float32, 0..k-1), one value per ``depth_factor`` x ``depth_factor`` block of pixels (1: HxW
+    like the image; the classical engine decides 1080p on 2x2 blocks), or None when unfused;
+    ``depth_map()`` gives it at the image's size (enlarged once, when a consumer asks for it: the
+    depth view is encoded only while a client shows it).
     """
 
     seq: int
@@ -64,6 +68,17 @@ class ProcessedFrame:
     reason: str | None = None
     guard_fraction: float = 0.0
     frame_focus: list[float | None] = field(default_factory=list)
+    depth_factor: int = 1
+
+    def depth_map(self) -> np.ndarray | None:
+        """``depth`` at the image's size (H x W), or None when unfused."""
+        if self.depth is None or self.depth_factor == 1:
+            return self.depth
+        from surgifuse.scaled_decision import enlarge_blocks
+
+        self.depth = enlarge_blocks(self.depth, self.depth_factor, self.image.shape[:2], cv2.INTER_LINEAR)
+        self.depth_factor = 1
+        return self.depth
 
 
 class LatestSlot(Generic[T]):

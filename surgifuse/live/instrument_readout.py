@@ -55,13 +55,16 @@ def instrument_header(processed: ProcessedFrame, *, warning_steps: float, focus_
         # depth is wrong (too small where the retina is clamped: a false warning). Measured on the
         # frames whose stack spans the sweep only (2 in 2(K-1) of a K-position sweep with K frames).
         return None
-    depth, image = processed.depth, processed.image
-    h, w = depth.shape
+    image = processed.image
+    h, w = image.shape[:2]
     scale = min(1.0, work_size / max(h, w))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
+        # straight from the depth's own grid (full size or the decision's blocks) to the work size
+        depth = cv2.resize(processed.depth, size, interpolation=cv2.INTER_NEAREST)
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    else:
+        depth = processed.depth_map()
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     # stack index -> focus position (piecewise linear, as the depth view's colours) -> focus steps

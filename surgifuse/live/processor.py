@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from surgifuse.engines.base import Engine
@@ -87,7 +86,7 @@ class FrameProcessor:
             from surgifuse.align import warp_onto
 
             image = warp_onto(image, transform.inverse(), captured.image)
-        depth = reproject_depth(depth, result.map_factor, transform, image.shape[:2], newest)
+        depth = reproject_depth(depth, result.map_factor, transform, newest)
         t4 = time.perf_counter()
         # The guard's time is its own stage wherever it ran (inside the engine's fusion or after it).
         relabel_ms = result.timings.get("relabel", 0.0) if guarded_in_decision else 0.0
@@ -96,30 +95,28 @@ class FrameProcessor:
         return ProcessedFrame(seq=captured.seq, capture_ms=captured.capture_ms, raw=captured.image, image=image,
                               depth=depth, fused=True, engine=self.engine.name, k=len(frames), frame_seqs=seqs,
                               timings=timings, guard_fraction=fraction,
-                              frame_focus=[m.get("focus") if m else None for m in metas])
+                              frame_focus=[m.get("focus") if m else None for m in metas],
+                              depth_factor=result.map_factor)
 
 
-def reproject_depth(depth: np.ndarray, factor: int, transform, shape: tuple[int, int], newest: int) -> np.ndarray:
-    """The fused depth index in the newest frame's coordinates at the frame's size (H, W).
+def reproject_depth(depth: np.ndarray, factor: int, transform, newest: int) -> np.ndarray:
+    """The fused depth index in the newest frame's coordinates, on its own grid.
 
     ``depth`` is in the stack's coordinates, one value per ``factor`` x ``factor`` block; it is
-    moved back by ``transform`` (raw -> stack, None: identity) at its own scale, then enlarged:
-    at 1080p a quarter of the pixels to warp. Nearest for the warp: interpolating between the
-    labels of two frames would invent a depth at every boundary. Outside the stack's view the
-    newest frame shows, at its own index.
+    moved back by ``transform`` (raw -> stack, None: identity) at its own scale: at 1080p a quarter
+    of the pixels to warp, and no enlargement unless a consumer asks (``ProcessedFrame.depth_map``).
+    Nearest for the warp: interpolating between the labels of two frames would invent a depth at
+    every boundary. Outside the stack's view the newest frame shows, at its own index.
     """
     from surgifuse.align import SimilarityTransform, warp
-    from surgifuse.scaled_decision import enlarge_blocks
 
     depth = np.ascontiguousarray(depth, dtype=np.float32)
-    if transform is not None:
-        back = transform.inverse()
-        if factor > 1:
-            # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
-            to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
-                                 [0.0, 0.0, 1.0]])
-            back = SimilarityTransform.from_matrix(to_small @ back.matrix3 @ np.linalg.inv(to_small))
-        depth = warp(depth, back, interpolation="nearest", fill=float(newest))
+    if transform is None:
+        return depth
+    back = transform.inverse()
     if factor > 1:
-        depth = enlarge_blocks(depth, factor, shape, cv2.INTER_LINEAR)
-    return depth
+        # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
+        to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
+                             [0.0, 0.0, 1.0]])
+        back = SimilarityTransform.from_matrix(to_small @ back.matrix3 @ np.linalg.inv(to_small))
+    return warp(depth, back, interpolation="nearest", fill=float(newest))

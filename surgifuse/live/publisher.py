@@ -316,7 +316,7 @@ class FramePublisher:
         if view == "raw":
             return _bgr(processed.raw), "raw"
         if view == "depth" and processed.depth is not None:
-            return colourize_depth(processed.depth, processed.k, processed.frame_focus), "depth"
+            return colourize_depth(processed.depth_map(), processed.k, processed.frame_focus), "depth"
         if view == "depth":
             return _bgr(processed.raw), "raw"  # unfused frame: no depth; the picture must still move
         return _bgr(processed.image), "fused"
