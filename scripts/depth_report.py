@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from surgifuse.depth import refine_depth
 from surgifuse.engines import create_engine
 from surgifuse.evaluation.depth import depth_accuracy, depth_in_steps
+from surgifuse.focus_curve import depth_from_focus_curve
 from surgifuse.instrument import measure_instrument
 from surgifuse.synth import generate_stack
 
@@ -112,25 +113,36 @@ def _validation_tip_truth(stack) -> tuple[list[float] | None, float | None]:
         return None, None
 
 
+#: The depth maps compared: the engine's depth index and the focus curve's (``surgifuse.focus_curve``),
+#: each as measured and refined; the instrument is measured from each source's measured depth.
+DEPTHS = (("raw", "depth from focus, the engine's index (raw)"), ("refined", "the engine's index, refined"),
+          ("curve", "the focus curve's depth (raw)"), ("curve_refined", "**the focus curve's depth, refined** (`fuse --depth`)"))
+SOURCES = ("engine", "curve")
+
+
 def evaluate(cases, engine) -> dict:
-    rows = {"raw": [], "refined": []}
-    heights, detections, tips, kinds, height_kinds = [], [], [], [], []
+    rows = {name: [] for name, _ in DEPTHS}
+    instrument = {src: {"heights": [], "detections": [], "tips": [], "height_kinds": []} for src in SOURCES}
+    kinds = []
     for case in cases:
         kinds.append(case["kind"])
         result = engine.fuse(case["frames"])
         image, depth, conf = result.image, result.depth_index, result.confidence
-        refined, _ = refine_depth(depth, conf, image)
-        for name, estimate in (("raw", depth), ("refined", refined)):
+        curve, curve_conf = depth_from_focus_curve(case["frames"])
+        maps = {"raw": depth, "refined": refine_depth(depth, conf, image)[0],
+                "curve": curve, "curve_refined": refine_depth(curve, curve_conf, image)[0]}
+        for name, estimate in maps.items():
             rows[name].append(depth_accuracy(estimate, case["truth"], instrument_mask=case["mask"]))
-        reading = measure_instrument(depth, image, confidence=conf, k=len(case["frames"]))
-        if case["instrument"] is not None:
-            detections.append((case["instrument"], reading.present))
-        if case["height"] is not None and reading.present:
-            heights.append(reading.height_steps - case["height"])
-            height_kinds.append(case["kind"])
-            tips.append(float(np.hypot(reading.tip_xy[0] - case["tip"][0], reading.tip_xy[1] - case["tip"][1])))
-    return {"rows": rows, "heights": heights, "detections": detections, "tips": tips, "kinds": kinds,
-            "height_kinds": height_kinds}
+        for src, (d, c) in (("engine", (depth, conf)), ("curve", (curve, curve_conf))):
+            out = instrument[src]
+            reading = measure_instrument(d, image, confidence=c, k=len(case["frames"]))
+            if case["instrument"] is not None:
+                out["detections"].append((case["instrument"], reading.present))
+            if case["height"] is not None and reading.present:
+                out["heights"].append(reading.height_steps - case["height"])
+                out["height_kinds"].append(case["kind"])
+                out["tips"].append(float(np.hypot(reading.tip_xy[0] - case["tip"][0], reading.tip_xy[1] - case["tip"][1])))
+    return {"rows": rows, "instrument": instrument, "kinds": kinds}
 
 
 def _mean(values) -> float:
@@ -148,7 +160,7 @@ def timing_1080p(engine, repeats: int = 30) -> dict:
     conf = cv2.resize(r.confidence, size, interpolation=cv2.INTER_NEAREST)
     image = cv2.resize(r.image, size, interpolation=cv2.INTER_LINEAR)
 
-    def median_ms(fn) -> tuple[float, float]:
+    def median_ms(fn, repeats: int = repeats) -> tuple[float, float]:
         for _ in range(3):
             fn()
         times = []
@@ -165,7 +177,9 @@ def timing_1080p(engine, repeats: int = 30) -> dict:
     processed = ProcessedFrame(seq=0, capture_ms=0.0, raw=image, image=image, depth=depth, fused=True, engine="classical",
                                k=5, frame_seqs=list(range(5)), frame_focus=[0.0, 0.25, 0.5, 0.75, 1.0])
 
-    return {"refine_full": median_ms(lambda: refine_depth(depth, conf, image)),
+    frames = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in s.frames]
+    return {"curve": median_ms(lambda: depth_from_focus_curve(frames), repeats=max(3, repeats // 5)),
+            "refine_full": median_ms(lambda: refine_depth(depth, conf, image)),
             "refine_work": median_ms(lambda: refine_depth(depth, conf, image, full_size=False)),
             "instrument": median_ms(lambda: measure_instrument(depth, image, confidence=conf)),
             "instrument_live": median_ms(lambda: instrument_header(processed, warning_steps=1.0))}
@@ -176,53 +190,57 @@ def print_depth_table(title: str, result: dict, timing: dict | None) -> None:
     print(f"\n**{title}** ({n} stacks)\n")
     print("| depth | rank correlation | mean error (steps) | error within 5 px of instrument edges (steps) | ms at 1080p |")
     print("|---|---|---|---|---|")
-    for name, label in (("raw", "depth from focus, raw (engine)"), ("refined", "refined (`refine_depth`)")):
+    for name, label in DEPTHS:
         rows = result["rows"][name]
         rho = [r["rank_correlation"] for r in rows]
         mae = [r["mean_error_steps"] for r in rows]
         edge = [r["edge_error_steps"] for r in rows]
-        ms = "0 (the engine's output)" if name == "raw" or timing is None else (
-            f"{timing['refine_full'][0]:.1f} ({timing['refine_work'][0]:.1f} at work size)")
+        ms = {"raw": "0 (the engine's output)",
+              "refined": "" if timing is None else f"{timing['refine_full'][0]:.1f} ({timing['refine_work'][0]:.1f} at work size)",
+              "curve": "" if timing is None else f"{timing['curve'][0]:.0f} for K=5",
+              "curve_refined": "" if timing is None else f"{timing['curve'][0] + timing['refine_full'][0]:.0f}"}[name]
         print(f"| {label} | {_mean(rho):.3f} (worst {min(rho):.3f}) | {_mean(mae):.3f} (worst {max(mae):.3f}) | "
               f"{_mean(edge):.3f} | {ms} |")
 
 
 def print_by_scene(result: dict) -> None:
-    print("\n| scenes | n | rank correlation raw -> refined | mean error raw -> refined | edge error raw -> refined |")
+    print("\n| scenes | n | rank correlation: raw, refined, curve refined | mean error | edge error |")
     print("|---|---|---|---|---|")
     for kind in sorted(set(result["kinds"])):
         idx = [i for i, k in enumerate(result["kinds"]) if k == kind]
         cells = []
         for key in ("rank_correlation", "mean_error_steps", "edge_error_steps"):
-            raw = _mean([result["rows"]["raw"][i][key] for i in idx])
-            ref = _mean([result["rows"]["refined"][i][key] for i in idx])
-            cells.append(f"{raw:.3f} -> {ref:.3f}")
+            values = [_mean([result["rows"][name][i][key] for i in idx]) for name in ("raw", "refined", "curve_refined")]
+            cells.append(", ".join(f"{v:.3f}" for v in values))
         print(f"| {kind} | {len(idx)} | " + " | ".join(cells) + " |")
 
 
 def print_instrument_table(title: str, result: dict) -> None:
-    errors = [abs(e) for e in result["heights"]]
-    det = result["detections"]
-    with_inst = [p for truth, p in det if truth]
-    without = [p for truth, p in det if not truth]
     print(f"\n**{title}**\n")
-    print("| stacks with / without instrument | detected (with) | absent (without) | tip-height error, median | max | "
-          "signed mean | tip position error px, median |")
-    print("|---|---|---|---|---|---|---|")
-    med = f"{np.median(errors):.2f}" if errors else "-"
-    mx = f"{np.max(errors):.2f}" if errors else "-"
-    signed = f"{np.mean(result['heights']):+.2f}" if errors else "-"
-    tip = f"{np.median(result['tips']):.1f}" if result["tips"] else "-"
-    print(f"| {len(with_inst)} / {len(without)} | {sum(with_inst)}/{len(with_inst)} | "
-          f"{sum(not p for p in without)}/{len(without)} | {med} | {mx} | {signed} | {tip} |")
-    kinds = sorted(set(result["height_kinds"]))
+    print("| depth measured from | stacks with / without instrument | detected (with) | absent (without) | "
+          "tip-height error, median | max | within 0.5 steps | signed mean | tip position error px, median |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for src in SOURCES:
+        r = result["instrument"][src]
+        errors = [abs(e) for e in r["heights"]]
+        det = r["detections"]
+        with_inst = [p for truth, p in det if truth]
+        without = [p for truth, p in det if not truth]
+        med = f"{np.median(errors):.2f}" if errors else "-"
+        mx = f"{np.max(errors):.2f}" if errors else "-"
+        within = f"{sum(v <= 0.5 for v in errors)}/{len(errors)}" if errors else "-"
+        signed = f"{np.mean(r['heights']):+.2f}" if errors else "-"
+        tip = f"{np.median(r['tips']):.1f}" if r["tips"] else "-"
+        label = {"engine": "the engine's index", "curve": "the focus curve"}[src]
+        print(f"| {label} | {len(with_inst)} / {len(without)} | {sum(with_inst)}/{len(with_inst)} | "
+              f"{sum(not p for p in without)}/{len(without)} | {med} | {mx} | {within} | {signed} | {tip} |")
+    r = result["instrument"]["curve"]
+    kinds = sorted(set(r["height_kinds"]))
     if len(kinds) > 1:
-        print("\n| scenes | measured | tip-height error, median | max | within 0.5 steps |\n|---|---|---|---|---|")
+        print("\n| scenes (focus curve) | measured | tip-height error, median | max | within 0.5 steps |\n|---|---|---|---|---|")
         for kind in kinds:
-            e = [abs(h) for h, k in zip(result["heights"], result["height_kinds"]) if k == kind]
+            e = [abs(h) for h, k in zip(r["heights"], r["height_kinds"]) if k == kind]
             print(f"| {kind} | {len(e)} | {np.median(e):.2f} | {np.max(e):.2f} | {sum(v <= 0.5 for v in e)}/{len(e)} |")
-    if errors:
-        print(f"\nWithin 0.5 steps: {sum(v <= 0.5 for v in errors)} of {len(errors)} measured.")
 
 
 def repeats_of(args) -> int:
@@ -249,7 +267,8 @@ def main(argv=None) -> int:
     print(f"Engine: {engine!r}.\n\nCost at 1920x1080 on this machine ({os.cpu_count()} CPUs, load average {load} at the "
           f"start), median (minimum) of {repeats_of(args)} calls:\n")
     print("| step | ms median | ms min |\n|---|---|---|")
-    for key, label in (("refine_full", "`refine_depth`, result at full size"),
+    for key, label in (("curve", "`depth_from_focus_curve`, 5 frames"),
+                       ("refine_full", "`refine_depth`, result at full size"),
                        ("refine_work", "`refine_depth`, result at work size (256x144)"),
                        ("instrument", "`measure_instrument` with confidence (`fuse --report`)"),
                        ("instrument_live", "live read-out (`instrument_header`: index to steps, reduce, measure)")):
@@ -258,7 +277,8 @@ def main(argv=None) -> int:
     base = {"height": 512, "width": 512, "k": 5, "scene": "mixed", "instrument": True}
     main_set = evaluate(_synth_cases(seeds, **base), engine)
     none = evaluate(_synth_cases(absent, **{**base, "instrument": False}), engine)
-    main_set["detections"] += none["detections"]
+    for src in SOURCES:
+        main_set["instrument"][src]["detections"] += none["instrument"][src]["detections"]
     label = "tuning seeds 3000-3011" if args.tune else f"seeds {seeds[0]}-{seeds[-1]}"
     print_depth_table(f"surgifuse.synth, {label}, 512x512, K=5, mixed scenes, instrument", main_set, timing)
     print_by_scene(main_set)

@@ -56,6 +56,7 @@ def fuse_focal_stack(
     registrations: Sequence | None = None,
     stream: bool | None = None,
     progress: bool = False,
+    focus_curve=None,
 ) -> StackFusion:
     """Fuse a recorded focal stack with ``engine``, registered onto one reference frame.
 
@@ -82,6 +83,9 @@ def fuse_focal_stack(
         the engine declares ``limits.streaming``.
     progress : bool
         For a streamed stack: a progress bar per pass on stderr.
+    focus_curve : surgifuse.focus_curve.FocusCurve, optional
+        Also fed every registered frame, in order (the depth of ``surgifuse fuse --depth``), also
+        when the stack is streamed and its frames are not kept.
 
     Returns
     -------
@@ -97,7 +101,8 @@ def fuse_focal_stack(
         from .streaming import fuse_stream
 
         return fuse_stream(engine, frames, align=align, reference=reference, max_side=max_side,
-                           interpolation=interpolation, registrations=registrations, progress=progress)
+                           interpolation=interpolation, registrations=registrations, progress=progress,
+                           focus_curve=focus_curve)
     stack = validate_stack(frames)
     if engine.spec is not None:
         engine.spec.check_stack(len(stack), stack[0].shape, stack[0].dtype)
@@ -120,6 +125,9 @@ def fuse_focal_stack(
                  for frame, r in zip(stack, registrations)]
         fused_frames = [p[0] for p in pairs]
         result = engine.fuse_prepared(fused_frames, [p[1] for p in pairs])
+    if focus_curve is not None:
+        for frame in fused_frames:
+            focus_curve.add(frame)
     t2 = time.perf_counter()
     return StackFusion(result=result, frames=fused_frames, registrations=registrations,
                        timings={"register": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0})

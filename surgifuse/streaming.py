@@ -335,6 +335,7 @@ def fuse_stream(
     interpolation: str = "lanczos",
     registrations: Sequence | None = None,
     progress: bool = False,
+    focus_curve=None,
 ) -> StackFusion:
     """Fuse a focal stack of any depth one frame at a time, in two passes (see the module notes).
 
@@ -349,6 +350,8 @@ def fuse_stream(
         (read first) by ``surgifuse.align.register_stack``'s rule.
     progress : bool
         A progress bar per pass (or a line every 10 s) on stderr.
+    focus_curve : surgifuse.focus_curve.FocusCurve, optional
+        Fed each registered frame in the first pass (the depth of ``surgifuse fuse --depth``).
 
     Returns
     -------
@@ -425,6 +428,8 @@ def fuse_stream(
                 warped, focus_map = prepare_aligned(engine, frame, transform, interpolation=interpolation)
                 del frame
                 decision.add(warped, focus_map)
+                if focus_curve is not None:
+                    focus_curve.add(warped)
                 del warped, focus_map
             bar.update(1)
         reference_frame = None

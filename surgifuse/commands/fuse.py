@@ -144,6 +144,7 @@ def fuse_stack_to_files(
 
     from .. import align as alignment
     from .. import engines, imageio
+    from ..focus_curve import FocusCurve
     from ..fusion import deeper_than_engine, fuse_focal_stack
 
     t_start = time.perf_counter()
@@ -191,19 +192,27 @@ def fuse_stack_to_files(
         frames = stack if streamed else list(stack)  # a streamed stack is decoded while it is fused
     t_read = time.perf_counter()
 
+    # Depth (--depth, --report) from each pixel's focus curve over the registered frames, not from
+    # the engine's choice of frame: a staircase where the curve places depth between frames
+    # (docs/depth.md). Fed while the frames are fused, so that a streamed stack is read once more only.
+    curve = FocusCurve(shape) if depth or report else None
     with _hint_pattern(inputs, pattern):
         fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
-                                  interpolation=interpolation, progress=progress)
+                                  interpolation=interpolation, progress=progress, focus_curve=curve)
     result = fusion.result
-    t_fuse = time.perf_counter()
-
     fused = np.asarray(result.image)
     if fused.shape != shape or fused.dtype != dtype:
         raise InputTypeError(f"engine {engine!r} returned a {fused.shape} {fused.dtype} image for {shape} {dtype} frames")
+    measured = None if curve is None else curve.result()
+    t_fuse = time.perf_counter()
+
     files = {output: imageio.encode_image(fused, formats["output"], jpeg_quality=jpeg_quality)}
     if depth:
+        from ..depth import refine_depth
+
+        refined, _ = refine_depth(measured[0], measured[1], fused)
         files[depth] = imageio.encode_image(
-            depth_image(result.depth_index, k, preview=formats["depth"] == "jpeg"), formats["depth"],
+            depth_image(refined, k, preview=formats["depth"] == "jpeg"), formats["depth"],
             jpeg_quality=jpeg_quality,
         )
     if confidence:
@@ -214,7 +223,8 @@ def fuse_stack_to_files(
     if source_map:
         files[source_map] = imageio.encode_image(source_map_image(result.depth_index, k), formats["source map"])
     if report:
-        files[report] = (json.dumps(depth_report(result, k, focus_step_mm=focus_step_mm), indent=2) + "\n").encode()
+        files[report] = (json.dumps(depth_report(fused, *measured, k, focus_step_mm=focus_step_mm), indent=2)
+                         + "\n").encode()
     try:
         imageio.write_files_atomic(files)
     except OSError as exc:
@@ -253,16 +263,16 @@ def depth_image_scale(k: int) -> float:
     return (k - 1) / 65535 if k > 1 else 0.0
 
 
-def depth_report(result, k: int, *, focus_step_mm: float | None = None) -> dict:
+def depth_report(image, depth, confidence, k: int, *, focus_step_mm: float | None = None) -> dict:
     """The ``--report`` JSON: ``{"instrument": {present, tip_xy, height_steps, height_mm},
-    "depth_scale"}`` from a ``FusionResult`` of K frames in near-to-far focus order."""
+    "depth_scale"}`` from the fused image and the measured depth (frames, K of them in near-to-far
+    focus order) with its confidence (``surgifuse.focus_curve``)."""
     import numpy as np
 
     from ..instrument import measure_instrument
 
-    image = result.image if result.image.ndim == 3 else np.dstack([result.image] * 3)
-    reading = measure_instrument(result.depth_index, image, confidence=result.confidence,
-                                 focus_step_mm=focus_step_mm, k=k)
+    image = image if image.ndim == 3 else np.dstack([image] * 3)
+    reading = measure_instrument(depth, image, confidence=confidence, focus_step_mm=focus_step_mm, k=k)
     return {"instrument": reading.as_dict(), "depth_scale": depth_image_scale(k)}
 
 
