@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fused image; format from the extension (.png, .tif: 8/16-bit as the input; .jpg: 8-bit)")
     add_engine_arguments(parser)
     parser.add_argument("--depth", metavar="DEPTH",
-                        help="also write the depth index map: .png/.tif 16-bit grey with frame 0..K-1 mapped to "
-                             "0..65535; .jpg an 8-bit colour preview (turbo map, frame 0 blue)")
+                        help="also write the depth map, measured from each pixel's focus curve over the registered "
+                             "frames (not the engine's choice of frame: --source-map is that): .png/.tif 16-bit grey "
+                             "with frame 0..K-1 mapped to 0..65535; .jpg an 8-bit colour preview (turbo map, frame 0 "
+                             "blue)")
     parser.add_argument("--confidence", metavar="CONF",
                         help="also write the confidence map: .png/.tif 16-bit grey, 0..1 mapped to 0..65535; "
                              ".jpg 8-bit grey")
