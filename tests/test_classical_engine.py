@@ -121,3 +121,36 @@ def test_beats_the_best_single_frame_on_a_synthetic_stack():
     fused = ClassicalEngine().fuse(stack.frames).image
     best_single = max(psnr(stack.gt, f) for f in stack.frames)
     assert psnr(stack.gt, fused) > best_single
+
+
+def test_a_moved_frame_is_kept_as_block_sums_moved_on_the_block_grid():
+    """prepare_moved_frame (a live buffer's moved frames): the raw focus map summed over the
+    decision's blocks, then moved; for a shift by whole blocks that is the moved map summed."""
+    import cv2
+
+    from surgifuse.align import SimilarityTransform
+    from surgifuse.buffer import warp_pixel_map
+    from surgifuse.engines.classical import BlockFocusMap
+    from surgifuse.scaled_decision import reduce_focus_map
+
+    engine = ClassicalEngine(decision_scale=2)
+    rng = np.random.default_rng(4)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), (0, 0), 0.8)
+    shift = SimilarityTransform(tx=6.0, ty=-4.0)  # 3 and -2 blocks
+    kept = engine.prepare_moved_frame(frame, shift)
+    assert isinstance(kept, BlockFocusMap) and kept.factor == 2 and kept.blocks.shape == (32, 48)
+    expected = reduce_focus_map(warp_pixel_map(engine.prepare_frame(frame), shift), 2)
+    np.testing.assert_array_equal(kept.blocks[4:-4, 6:-6], expected[4:-4, 6:-6])
+    # fused among full maps, as the buffer holds them (frames that did not move keep theirs)
+    frames = [frame, cv2.GaussianBlur(frame, (0, 0), 2.0)]
+    moved = [kept, engine.prepare_frame(frames[1])]
+    same = [expected, reduce_focus_map(moved[1], 2)]
+    a = engine.fuse_prepared(frames, moved)
+    from surgifuse.scaled_decision import fuse_stack_scaled
+
+    b = fuse_stack_scaled(frames, [engine.prepare_frame(f) for f in frames], factor=2, reduced_maps=same)
+    assert a.image.shape == frame.shape and np.mean(a.image == b.image) > 0.95
+    with pytest.raises(ValueError, match="blocks"):
+        ClassicalEngine(decision_scale=1).fuse_prepared(frames, moved)
+    full = ClassicalEngine(decision_scale=1).prepare_moved_frame(frame, shift)
+    np.testing.assert_array_equal(full, warp_pixel_map(engine.prepare_frame(frame), shift))

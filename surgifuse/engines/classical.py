@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -61,6 +62,15 @@ SPEC = EngineSpec(
                         order_invariant=False, streaming=True),
     runtime_options=frozenset({"threads", "device"}),
 )
+
+
+@dataclass(frozen=True, eq=False)
+class BlockFocusMap:
+    """A frame's focus map summed over ``factor`` x ``factor`` blocks (uint32, ceil(H/f) x ceil(W/f)),
+    as ``ClassicalEngine.prepare_moved_frame`` keeps it for a frame of a live stack."""
+
+    blocks: np.ndarray
+    factor: int
 
 
 class ClassicalEngine(Engine):
@@ -154,6 +164,8 @@ class ClassicalEngine(Engine):
             raise InputError(f"got {len(frames)} frames but {len(prepared)} prepared focus maps: K must match")
         t0 = time.perf_counter()
         factor = self.scale_for(frames[0].shape)
+        if factor == 1 and any(isinstance(m, BlockFocusMap) for m in prepared):
+            raise InputError("block-summed focus maps (prepare_moved_frame) need the decision on blocks")
         relabel_ms = 0.0
         if relabel is not None:
             decided = decide_stack(self._reduce(prepared, factor) if factor > 1 else prepared, factor=factor,
@@ -187,10 +199,37 @@ class ClassicalEngine(Engine):
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence, timings=timings,
                             map_factor=map_factor)
 
+    def prepare_moved_frame(self, frame: np.ndarray, transform) -> Any:
+        """What a live buffer keeps for a frame it holds warped by ``transform`` (raw -> stack,
+        ``surgifuse.align.SimilarityTransform``): the focus map measured on the RAW frame (resampling
+        lowers measured focus), moved by ``transform``. Where the decision runs on block sums
+        (``scale_for``: 1080p on 2x2 blocks) the map is summed over its blocks first and moved on
+        the block grid (``BlockFocusMap``): a quarter of the pixels to warp and to keep, the only
+        form the decision reads. Elsewhere the full map, moved pixel by pixel."""
+        from ..align import SimilarityTransform, warp
+        from ..buffer import warp_pixel_map
+
+        focus = self.prepare_frame(frame)
+        factor = self.scale_for(frame.shape)
+        if factor == 1:
+            return warp_pixel_map(focus, transform)
+        blocks = reduce_focus_map(focus, factor, threads=self.threads)
+        # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
+        to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
+                             [0.0, 0.0, 1.0]])
+        on_grid = SimilarityTransform.from_matrix(to_small @ transform.matrix3 @ np.linalg.inv(to_small))
+        return BlockFocusMap(warp_pixel_map(blocks, on_grid), factor)
+
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced
         self._reduced = {}
         for m in maps:
+            if isinstance(m, BlockFocusMap):
+                if m.factor != factor:
+                    raise InputError(f"a focus map summed over {m.factor}x{m.factor} blocks cannot be decided on "
+                                     f"{factor}x{factor} blocks")
+                self._reduced[id(m)] = (weakref.ref(m), factor, m.blocks)
+                continue
             hit = cached.get(id(m))
             if hit is None or hit[0]() is not m or hit[1] != factor:
                 hit = (weakref.ref(m), factor, reduce_focus_map(np.asarray(m), factor, threads=self.threads))

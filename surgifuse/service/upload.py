@@ -134,11 +134,15 @@ def decode_upload(items: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], lis
     return frames, names
 
 
-def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits, align: bool = True) -> FusedUpload:
+def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits, align: bool = True,
+                depth: bool = False) -> FusedUpload:
     """Check, decode, register and fuse one upload with ``engine`` (an Engine instance), by the
     offline path ``surgifuse fuse`` takes (``surgifuse.fusion.fuse_focal_stack``). A stack deeper
     than the engine's largest K (the classical engine: any K within ``limits``) is decoded one frame
-    at a time while it is fused; its unreadable or mismatched frames are 422s all the same."""
+    at a time while it is fused; its unreadable or mismatched frames are 422s all the same. With
+    ``depth``, ``depth_index`` is the depth ``surgifuse fuse --depth`` writes (measured from each
+    pixel's focus curve over the registered frames, refined); without it, the engine's index."""
+    from surgifuse.focus_curve import FocusCurve
     from surgifuse.fusion import deeper_than_engine, fuse_focal_stack
 
     check_limits(items, limits)
@@ -158,11 +162,16 @@ def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits,
             engine.spec.check_stack(len(frames), first.shape, first.dtype, file=names[0], streaming=True)
         except InputError as exc:
             raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}", file=exc.file) from None
+    curve = FocusCurve(first.shape) if depth else None
     del first
-    fusion = _decoded(lambda: fuse_focal_stack(engine, frames, align=align))
+    fusion = _decoded(lambda: fuse_focal_stack(engine, frames, align=align, focus_curve=curve))
     timings = {**fusion.timings, **fusion.result.timings}
-    return FusedUpload(fusion.result.image, fusion.result.depth_index, engine.name, names, timings,
-                       moved=fusion.moved)
+    depth_index = fusion.result.depth_index
+    if curve is not None:
+        from surgifuse.depth import refine_depth
+
+        depth_index = refine_depth(*curve.result(), fusion.result.image)[0]
+    return FusedUpload(fusion.result.image, depth_index, engine.name, names, timings, moved=fusion.moved)
 
 
 def _decoded(work):

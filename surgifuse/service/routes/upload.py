@@ -56,7 +56,7 @@ async def fuse(
 
     def work():
         fused = fuse_upload(items, engine=app.state.engine_factory(name, **options), limits=limits,
-                            align=align)
+                            align=align, depth=depth)
         if depth:
             return fused, response_json(fused, output)
         return fused, encode_image(fused.image, output)
