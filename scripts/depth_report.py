@@ -2,7 +2,7 @@
 ``surgifuse.depth.refine_depth``, and the instrument tip's height above the retina
 (``surgifuse.instrument.measure_instrument``), against the generators' truth.
 
-Run: .venv/bin/python scripts/depth_report.py [--seeds 9100-9123] [--validation] > report.md
+Run: .venv/bin/python scripts/depth_report.py [--seeds 9100-9123] [--validation [--focus-stack BINARY]] > report.md
 
 Material (never used while the filter and the detector were tuned; tuning: seeds 3000-3011, 512x512,
 K=5, mixed scenes, instrument on, ``--tune``):
@@ -120,8 +120,37 @@ DEPTHS = (("raw", "depth from focus, the engine's index (raw)"), ("refined", "th
 SOURCES = ("engine", "curve")
 
 
-def evaluate(cases, engine) -> dict:
+def focus_stack_depth(binary: str, frames) -> np.ndarray:
+    """focus-stack's depth map (``--depthmap``) of ``frames`` in frames 0..K-1 (NaN where it has none).
+
+    Its PNG holds ``(depth + 1) * 255 / K`` for K < 255 (value 0: unknown; its task_depthmap.cc);
+    run with ``--align-keep-size --nocrop`` so that the map has the frames' size."""
+    import subprocess
+    import tempfile
+
+    from surgifuse.imageio import read_image, write_image
+
+    k = len(frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        names = []
+        for i, f in enumerate(frames):
+            names.append(os.path.join(tmp, f"frame_{i:03d}.png"))
+            write_image(names[-1], f)
+        out = os.path.join(tmp, "depth.png")
+        subprocess.run([binary, f"--output={os.path.join(tmp, 'fused.png')}", f"--depthmap={out}", "--align-keep-size",
+                        "--nocrop", *names], check=True, capture_output=True, timeout=600)
+        value = read_image(out).astype(np.float32)
+    if value.ndim == 3:
+        value = value[..., 0]
+    depth = value * k / 255.0 - 1.0
+    depth[value == 0] = np.nan
+    return depth
+
+
+def evaluate(cases, engine, focus_stack: str | None = None) -> dict:
     rows = {name: [] for name, _ in DEPTHS}
+    if focus_stack:
+        rows["focus_stack"] = []
     instrument = {src: {"heights": [], "detections": [], "tips": [], "height_kinds": []} for src in SOURCES}
     kinds = []
     for case in cases:
@@ -131,6 +160,10 @@ def evaluate(cases, engine) -> dict:
         curve, curve_conf = depth_from_focus_curve(case["frames"])
         maps = {"raw": depth, "refined": refine_depth(depth, conf, image)[0],
                 "curve": curve, "curve_refined": refine_depth(curve, curve_conf, image)[0]}
+        if focus_stack:
+            theirs = focus_stack_depth(focus_stack, case["frames"])
+            # unknown pixels (value 0) take the middle of the stack, as a depth without data would
+            maps["focus_stack"] = np.nan_to_num(theirs, nan=(len(case["frames"]) - 1) / 2.0)
         for name, estimate in maps.items():
             rows[name].append(depth_accuracy(estimate, case["truth"], instrument_mask=case["mask"]))
         for src, (d, c) in (("engine", (depth, conf)), ("curve", (curve, curve_conf))):
@@ -190,7 +223,9 @@ def print_depth_table(title: str, result: dict, timing: dict | None) -> None:
     print(f"\n**{title}** ({n} stacks)\n")
     print("| depth | rank correlation | mean error (steps) | error within 5 px of instrument edges (steps) | ms at 1080p |")
     print("|---|---|---|---|---|")
-    for name, label in DEPTHS:
+    labels = DEPTHS + ((("focus_stack", "focus-stack's depth map (`--depthmap`, defaults)"),)
+                       if "focus_stack" in result["rows"] else ())
+    for name, label in labels:
         rows = result["rows"][name]
         rho = [r["rank_correlation"] for r in rows]
         mae = [r["mean_error_steps"] for r in rows]
@@ -198,7 +233,8 @@ def print_depth_table(title: str, result: dict, timing: dict | None) -> None:
         ms = {"raw": "0 (the engine's output)",
               "refined": "" if timing is None else f"{timing['refine_full'][0]:.1f} ({timing['refine_work'][0]:.1f} at work size)",
               "curve": "" if timing is None else f"{timing['curve'][0]:.0f} for K=5",
-              "curve_refined": "" if timing is None else f"{timing['curve'][0] + timing['refine_full'][0]:.0f}"}[name]
+              "curve_refined": "" if timing is None else f"{timing['curve'][0] + timing['refine_full'][0]:.0f}",
+              "focus_stack": "(its whole command)"}[name]
         print(f"| {label} | {_mean(rho):.3f} (worst {min(rho):.3f}) | {_mean(mae):.3f} (worst {max(mae):.3f}) | "
               f"{_mean(edge):.3f} | {ms} |")
 
@@ -255,6 +291,9 @@ def main(argv=None) -> int:
     parser.add_argument("--validation", action="store_true", help="also the independent generator (surgifuse.validation)")
     parser.add_argument("--validation-seeds", default="9000-9023")
     parser.add_argument("--quick", action="store_true", help="4 stacks per set, 5 timing repeats")
+    parser.add_argument("--focus-stack", metavar="BINARY",
+                        help="also focus-stack's depth map on the independent stacks (a focus-stack binary built "
+                             "from its README in a scratch folder)")
     args = parser.parse_args(argv)
 
     engine = create_engine("classical")
@@ -300,7 +339,7 @@ def main(argv=None) -> int:
             print(f"\n(independent generator not available: {exc})")
         else:
             vseeds = _seeds(args.validation_seeds)[:4 if args.quick else None]
-            third = evaluate(_validation_cases(vseeds, height=512, width=512, k=5), engine)
+            third = evaluate(_validation_cases(vseeds, height=512, width=512, k=5), engine, args.focus_stack)
             print_depth_table(f"surgifuse.validation (independent generator), seeds {vseeds[0]}-{vseeds[-1]}, "
                               "512x512, K=5", third, timing)
             print_instrument_table(f"Instrument, surgifuse.validation seeds {vseeds[0]}-{vseeds[-1]}", third)
