@@ -198,8 +198,17 @@ def prepare_alignment(frame: np.ndarray, *, max_side: int = DEFAULT_MAX_SIDE) ->
     if min(rh, rw) < MIN_SIDE:
         factor = max(1, min(h, w) // MIN_SIDE)
         rh, rw = h // factor, w // factor
-    grey = _to_grey(frame[: rh * factor, : rw * factor])
-    if factor > 1:
+    crop = frame[: rh * factor, : rw * factor]
+    if factor % 2 == 0 and crop.ndim == 3 and crop.shape[2] == 3 and crop.dtype in (np.uint8, np.uint16):
+        # Halving the colour frame first is OpenCV's fastest reduction: the grey conversion then
+        # runs on a quarter of the pixels (1080p: 1.15 -> 0.68 ms; the reduced image differs by at
+        # most one level of rounding).
+        crop = cv2.resize(crop, (rw * factor // 2, rh * factor // 2), interpolation=cv2.INTER_AREA)
+        factor_left = factor // 2
+    else:
+        factor_left = factor
+    grey = _to_grey(crop)
+    if factor_left > 1:
         grey = cv2.resize(grey, (rw, rh), interpolation=cv2.INTER_AREA)
     grey = grey.astype(np.float32, copy=False)
     if frame.dtype == np.uint16:
