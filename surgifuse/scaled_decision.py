@@ -23,7 +23,7 @@ from . import decision
 from .errors import InputError
 
 __all__ = ["TUNED_SIDE", "StackDecision", "auto_factor", "blend_stack_decision", "decide_stack", "enlarge_blocks",
-           "fuse_stack_scaled", "reduce_focus_map"]
+           "fuse_stack_scaled", "on_block_grid", "reduce_focus_map"]
 
 #: Frames whose shorter side is at least this many multiples of it are decided at 1/multiple
 #: scale (``auto_factor``): 512 px stacks are where the radii were tuned; 720p stays at full
@@ -52,6 +52,17 @@ def reduce_focus_map(focus_map: np.ndarray, factor: int, *, threads: int = 0) ->
     if factor == 1:
         return m
     return _core.reduce_focus_map(np.ascontiguousarray(m), factor=factor, threads=threads)
+
+
+def on_block_grid(transform, factor: int):
+    """``transform`` (a ``surgifuse.align.SimilarityTransform`` in pixels) as the same motion on the
+    grid of ``factor`` x ``factor`` blocks, with the pixel-centre convention of ``cv2.resize`` that
+    ``enlarge_blocks`` and ``reduce_focus_map``'s block sums follow."""
+    from .align import SimilarityTransform
+
+    to_blocks = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
+                          [0.0, 0.0, 1.0]])
+    return SimilarityTransform.from_matrix(to_blocks @ transform.matrix3 @ np.linalg.inv(to_blocks))
 
 
 def enlarge_blocks(values: np.ndarray, factor: int, shape: tuple[int, int], interpolation: int) -> np.ndarray:

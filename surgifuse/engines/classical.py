@@ -206,19 +206,15 @@ class ClassicalEngine(Engine):
         (``scale_for``: 1080p on 2x2 blocks) the map is summed over its blocks first and moved on
         the block grid (``BlockFocusMap``): a quarter of the pixels to warp and to keep, the only
         form the decision reads. Elsewhere the full map, moved pixel by pixel."""
-        from ..align import SimilarityTransform, warp
         from ..buffer import warp_pixel_map
+        from ..scaled_decision import on_block_grid
 
         focus = self.prepare_frame(frame)
         factor = self.scale_for(frame.shape)
         if factor == 1:
             return warp_pixel_map(focus, transform)
         blocks = reduce_focus_map(focus, factor, threads=self.threads)
-        # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
-        to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
-                             [0.0, 0.0, 1.0]])
-        on_grid = SimilarityTransform.from_matrix(to_small @ transform.matrix3 @ np.linalg.inv(to_small))
-        return BlockFocusMap(warp_pixel_map(blocks, on_grid), factor)
+        return BlockFocusMap(warp_pixel_map(blocks, on_block_grid(transform, factor)), factor)
 
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced

@@ -108,15 +108,11 @@ def reproject_depth(depth: np.ndarray, factor: int, transform, newest: int) -> n
     Nearest for the warp: interpolating between the labels of two frames would invent a depth at
     every boundary. Outside the stack's view the newest frame shows, at its own index.
     """
-    from surgifuse.align import SimilarityTransform, warp
+    from surgifuse.align import warp
+    from surgifuse.scaled_decision import on_block_grid
 
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     if transform is None:
         return depth
-    back = transform.inverse()
-    if factor > 1:
-        # the same motion on the block grid (cv2.resize's pixel-centre convention, as enlarge_blocks)
-        to_small = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
-                             [0.0, 0.0, 1.0]])
-        back = SimilarityTransform.from_matrix(to_small @ back.matrix3 @ np.linalg.inv(to_small))
+    back = transform.inverse() if factor == 1 else on_block_grid(transform.inverse(), factor)
     return warp(depth, back, interpolation="nearest", fill=float(newest))
