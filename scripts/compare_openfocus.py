@@ -13,7 +13,7 @@ enters this repository): this script writes a small runner into a temporary fold
 
 Sets (K=5, no motion, alignment off everywhere): 8 stacks 512x512 with noise and JPEG 90 (seeds
 9000-9007), the same 8 scenes noise-free and lossless, 4 stacks 1920x1080 with noise and JPEG 90
-(seeds 9100-9103). Scores: PSNR and SSIM against the truth (surgifuse.evaluation.metrics, 8 px border
+(seeds 9100-9103), the same 4 scenes noise-free (``--sets`` picks some, ``--no-lytro``). Scores: PSNR and SSIM against the truth (surgifuse.evaluation.metrics, 8 px border
 excluded), Q^AB/F on Lytro; time: the fusion call alone on frames already in memory, after one
 untimed warm-up call, median over the 1080p stacks. Prints a markdown table.
 """
@@ -48,6 +48,7 @@ SETS = (
     ("512 noisy", 9000, (512, 512), 8, True),
     ("512 noise-free", 9000, (512, 512), 8, False),
     ("1080p noisy", 9100, (1080, 1920), 4, True),
+    ("1080p noise-free", 9100, (1080, 1920), 4, False),
 )
 TIMED_SET = "1080p noisy"
 #: OpenFocus methods: (label, function, kernel_size). 31 is its GUI's default smoothing slider (the
@@ -86,10 +87,12 @@ json.dump({"results": results, "opencv": cv2.__version__, "ximgproc": hasattr(cv
 '''
 
 
-def make_sets(data: Path) -> dict[str, list[Path]]:
-    """Write the three sets under ``data`` (kept between runs: a set already there is reused)."""
+def make_sets(data: Path, names: list[str]) -> dict[str, list[Path]]:
+    """Write the sets called ``names`` under ``data`` (kept between runs: a set already there is reused)."""
     out = {}
     for name, seed, (h, w), count, noisy in SETS:
+        if name not in names:
+            continue
         folder = data / name.replace(" ", "_")
         stacks = sorted(folder.glob("stack_*"))
         if len(stacks) != count:
@@ -128,16 +131,24 @@ def main() -> None:
     parser.add_argument("--data", default=None,
                         help="folder for the validation sets (reused if present; default: a temporary folder)")
     parser.add_argument("--engines", default="classical,msmfm", help="our engines, comma-separated")
+    parser.add_argument("--sets", default=",".join(name for name, *_ in SETS),
+                        help="which sets, comma-separated (default all: " + ", ".join(name for name, *_ in SETS) + ")")
+    parser.add_argument("--no-lytro", action="store_true", help="leave out the Lytro pairs")
     args = parser.parse_args()
+    names = [n.strip() for n in args.sets.split(",")]
+    unknown = [n for n in names if n not in {name for name, *_ in SETS}]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}; choose from {[name for name, *_ in SETS]}")
     from surgifuse.engines import create_engine
 
     tmp = tempfile.TemporaryDirectory(prefix="compare-openfocus-")
     work = Path(tmp.name)
     data = Path(args.data) if args.data else work / "data"
     t0 = time.perf_counter()
-    sets = make_sets(data)
+    sets = make_sets(data, names)
     print(f"validation sets written/found in {time.perf_counter() - t0:.0f} s: {data}", file=sys.stderr)
-    lytro_pairs = [[str(LYTRO / f"color_lytro_{i:02d}_{j}.png") for j in (1, 2)] for i in range(1, 21)]
+    lytro_pairs = [] if args.no_lytro else [[str(LYTRO / f"color_lytro_{i:02d}_{j}.png") for j in (1, 2)]
+                                            for i in range(1, 21)]
 
     # (method label) -> {set name: [(psnr, ssim)], "lytro": [qabf], "seconds": [...]}
     table: dict[str, dict] = {}
@@ -202,12 +213,13 @@ def main() -> None:
     print(f"\nIndependent validation set (surgifuse.validation), K=5, alignment off; "
           f"{datetime.date.today().isoformat()}; CPU: {cpu} ({os.cpu_count()} cores, shared); "
           f"OpenFocus's OpenCV {of['opencv']} (ximgproc: {'yes' if of['ximgproc'] else 'no: its own fast guided filter'}).\n")
-    header = ["method"] + [f"{name} PSNR / SSIM" for name, *_ in SETS] + ["Lytro Q^AB/F", "s per 5x1080p stack"]
+    shown = [name for name, *_ in SETS if name in sets]
+    header = ["method"] + [f"{name} PSNR / SSIM" for name in shown] + ["Lytro Q^AB/F", "s per 5x1080p stack"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for label, entry in table.items():
         cells = [label]
-        for name, *_ in SETS:
+        for name in shown:
             pairs = entry.get(name)
             cells.append(f"{np.mean([p for p, _ in pairs]):.2f} / {np.mean([s for _, s in pairs]):.4f}" if pairs else "-")
         cells.append(f"{np.mean(entry['lytro']):.4f}" if "lytro" in entry else "-")
