@@ -13,8 +13,9 @@ from surgifuse.scaled_decision import auto_factor, fuse_stack_scaled, reduce_foc
 def test_auto_factor_keeps_small_frames_at_full_scale():
     assert auto_factor((512, 512)) == 1
     assert auto_factor((720, 1280, 3)) == 1
-    assert auto_factor((1080, 1920, 3)) == 2
-    assert auto_factor((2160, 3840)) == 4
+    assert auto_factor((1079, 1920, 3)) == 1
+    assert auto_factor((1080, 1920, 3)) == 4
+    assert auto_factor((2160, 3840)) == 8
 
 
 def test_reduce_sums_blocks_exactly_and_repeats_the_edge():
@@ -100,16 +101,16 @@ def test_reduced_maps_must_match_the_frames(rng):
     assert np.array_equal(given.image, fuse_stack_scaled(frames, maps, factor=2).image)
 
 
-def test_the_engine_decides_1080p_frames_at_half_scale(rng, monkeypatch):
+def test_the_engine_decides_1080p_frames_on_blocks(rng, monkeypatch):
     from surgifuse import scaled_decision
     from surgifuse.buffer import FocalStackBuffer
     from surgifuse.engines import create_engine
 
     frames = [rng.integers(0, 255, (1080, 1100, 3), dtype=np.uint8) for _ in range(3)]
     engine = create_engine("classical")
-    assert engine.scale_for(frames[0].shape) == 2 and engine.scale_for((720, 1280, 3)) == 1
+    assert engine.scale_for(frames[0].shape) == 4 and engine.scale_for((720, 1280, 3)) == 1
     maps = [engine.prepare_frame(f) for f in frames]
-    expected = fuse_stack_scaled(frames, maps, factor=2)
+    expected = fuse_stack_scaled(frames, maps, factor=4)
     assert np.array_equal(engine.fuse_prepared(frames, maps).image, expected.image)
     full = create_engine("classical", decision_scale=1)
     assert np.array_equal(full.fuse_prepared(frames, maps).image, decision.fuse_stack(frames, maps).image)

@@ -50,7 +50,7 @@ SPEC = EngineSpec(
         EngineOption("blend_radius", int, DEFAULT_BLEND_RADIUS, "label-fraction blend at boundaries over (2r+1)^2 px "
                      "(0: hard seams)", minimum=0, maximum=decision.MAX_RADIUS),
         EngineOption("decision_scale", int, 0, "decide on focus maps summed over n x n blocks, filter and blend "
-                     "windows n times wider (0: by frame size, 1 below 1080 px, 2 at 1080p, 4 at 4K)", minimum=0,
+                     "windows n times wider (0: by frame size, 1 below 1080 px, 4 at 1080p, 8 at 4K)", minimum=0,
                      maximum=8),
         EngineOption("flat_threshold", int, DEFAULT_FLAT_THRESHOLD, "pixels whose best focus is at or below this "
                      "carry no information: their majority takes the average of all frames", minimum=0,
