@@ -68,7 +68,7 @@ def stack():
 @pytest.mark.parametrize("threads", [2, 1])
 @pytest.mark.parametrize("decision_scale", [1, 0], ids=["full-scale", "scale-by-size"])
 def test_streaming_update(benchmark, stack, threads, decision_scale):
-    # decision_scale 0 decides 1080p on 2x2 block sums (surgifuse/scaled_decision.py); 1 is the
+    # decision_scale 0 decides 1080p on 4x4 block sums (surgifuse/scaled_decision.py); 1 is the
     # full-scale decision it replaced: both in one run, so their ratio is measured on one machine.
     engine = ClassicalEngine(threads=threads, decision_scale=decision_scale)
     buf = FocalStackBuffer(K, engine=engine)
