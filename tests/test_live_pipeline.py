@@ -147,6 +147,33 @@ def test_a_probe_that_fits_the_budget_brings_fused_frames_back():
     assert all(p.fused for p in later[first_fused:first_fused + 5])  # and they stay fused
 
 
+def test_one_late_step_of_an_engine_that_usually_fits_costs_one_raw_frame():
+    class OnceSlow(MaxFocusEngine):
+        """In time, except the 25th fusion, which takes three budgets."""
+
+        calls = 0
+
+        def fuse_prepared(self, frames, prepared):
+            OnceSlow.calls += 1
+            self.delay_s = 0.12 if OnceSlow.calls == 25 else 0.0
+            return super().fuse_prepared(frames, prepared)
+
+    collector = Collector()
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=25.0)
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=40.0),
+                            engine_factory=lambda name, **options: OnceSlow(), metrics=LiveMetrics())
+    pipeline.start()
+    try:
+        items = collector.wait_for(45)
+    finally:
+        pipeline.stop()
+    reasons = [p.reason for p in items]
+    late = reasons.index("late")
+    # no rest and no probe after it: the late job still runs for a frame or two (busy), then fused again
+    assert "probe" not in reasons and all(r in (None, "busy") for r in reasons[late + 1:])
+    assert reasons[late + 1:].count("busy") <= 3 and all(p.fused for p in items[late + 4:])
+
+
 def test_apply_swaps_engine_and_k_and_rejects_bad_engine():
     collector = Collector()
     pipeline = _pipeline(collector)
