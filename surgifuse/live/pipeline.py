@@ -5,9 +5,10 @@ for publishing, and the newest frame always wins. The processing thread hands ea
 single fusion worker and waits at most the budget (default one frame interval). If the engine raises,
 runs past the budget, or is still busy with an earlier frame, the newest raw frame is published
 marked ``fused: false`` (counted in the metrics) and the late result, when it comes, is thrown away:
-a stale fused frame is never shown. After a late result the engine rests as long as it ran (frames
-meanwhile are published raw, reason "busy") so that an engine too slow for the frame rate does not
-starve encoding and sending of CPU. Then it is probed: the next frame is published raw at once
+a stale fused frame is never shown. A late step of an engine that was in time for 95 % of its last
+30 steps costs that frame only. Otherwise, after a late result the engine rests as long as it ran
+(frames meanwhile are published raw, reason "busy") so that an engine too slow for the frame rate
+does not starve encoding and sending of CPU. Then it is probed: the next frame is published raw at once
 (reason "probe") while the engine fuses it in the background; only when such a probe finishes
 well within the budget (PROBE_MARGIN) are frames held for their fused result again. Waiting out
 the budget on every attempt held one frame in five back by a whole frame interval (a visible
