@@ -223,7 +223,7 @@ def prepare_aligned(engine: Engine, frame: np.ndarray, transform, *, interpolati
     (on synthetic stacks with breathing and motion that cost the classical engine 0.8 dB PSNR;
     warping the raw focus maps costs 0.13 dB, see docs/classical-engine.md). Other engines
     prepare the warped frame. ``live``: an engine's own ``prepare_moved_frame`` where it has one (the
-    classical engine moves a 1080p map on the decision's 2x2 blocks; only ``fuse_prepared`` reads it).
+    classical engine moves a 1080p map on the decision's 4x4 blocks; only ``fuse_prepared`` reads it).
     """
     if transform is None:
         return frame, engine.prepare_frame(frame)

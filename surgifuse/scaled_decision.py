@@ -65,11 +65,10 @@ def on_block_grid(transform, factor: int):
     """``transform`` (a ``surgifuse.align.SimilarityTransform`` in pixels) as the same motion on the
     grid of ``factor`` x ``factor`` blocks, with the pixel-centre convention of ``cv2.resize`` that
     ``enlarge_blocks`` and ``reduce_focus_map``'s block sums follow."""
-    from .align import SimilarityTransform
+    from .align import SimilarityTransform, _rescale
 
-    to_blocks = np.array([[1 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1 / factor, 0.5 / factor - 0.5],
-                          [0.0, 0.0, 1.0]])
-    return SimilarityTransform.from_matrix(to_blocks @ transform.matrix3 @ np.linalg.inv(to_blocks))
+    # align's own conversion between a reduced image and the larger one, the other way round
+    return SimilarityTransform.from_matrix(_rescale(transform.matrix3, 1.0 / factor))
 
 
 def enlarge_blocks(values: np.ndarray, factor: int, shape: tuple[int, int], interpolation: int) -> np.ndarray:

@@ -149,13 +149,14 @@ def test_a_probe_that_fits_the_budget_brings_fused_frames_back():
 
 def test_one_late_step_of_an_engine_that_usually_fits_costs_one_raw_frame():
     class OnceSlow(MaxFocusEngine):
-        """In time, except the 25th fusion, which takes three budgets."""
+        """In time, except its 25th fusion, which takes three budgets. Each instance counts its own:
+        the pipeline's capability check fuses with another instance meanwhile."""
 
         calls = 0
 
         def fuse_prepared(self, frames, prepared):
-            OnceSlow.calls += 1
-            self.delay_s = 0.12 if OnceSlow.calls == 25 else 0.0
+            self.calls += 1
+            self.delay_s = 0.12 if self.calls == 25 else 0.0
             return super().fuse_prepared(frames, prepared)
 
     collector = Collector()

@@ -208,7 +208,7 @@ class ClassicalEngine(Engine):
         """What a live buffer keeps for a frame it holds warped by ``transform`` (raw -> stack,
         ``surgifuse.align.SimilarityTransform``): the focus map measured on the RAW frame (resampling
         lowers measured focus), moved by ``transform``. Where the decision runs on block sums
-        (``scale_for``: 1080p on 2x2 blocks) the map is summed over its blocks first and moved on
+        (``scale_for``: 1080p on 4x4 blocks) the map is summed over its blocks first and moved on
         the block grid (``BlockFocusMap``): a quarter of the pixels to warp and to keep, the only
         form the decision reads. Elsewhere the full map, moved pixel by pixel."""
         from ..buffer import warp_pixel_map

@@ -50,7 +50,7 @@ class ProcessedFrame:
     ``image`` is what the display shows as "fused": the fused frame, or the newest raw frame when
     ``fused`` is false (engine error, over budget, busy). ``depth`` is the depth index map
     (float32, 0..k-1), one value per ``depth_factor`` x ``depth_factor`` block of pixels (1: HxW
-    like the image; the classical engine decides 1080p on 2x2 blocks), or None when unfused;
+    like the image; the classical engine decides 1080p on 4x4 blocks), or None when unfused;
     ``depth_map()`` gives it at the image's size (enlarged once, when a consumer asks for it: the
     depth view is encoded only while a client shows it).
     """

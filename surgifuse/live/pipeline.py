@@ -52,13 +52,14 @@ PROBE_MARGIN = 0.9
 #: While an engine keeps failing, one log line per this many seconds says how often.
 FAILURE_REPORT_S = 60.0
 
-#: How many recent steps say whether a late one was an exception: when nine in ten of the last
-#: ``RECENT_STEPS`` (at least ``RECENT_MIN`` of them) were within the budget, one late frame goes
+#: How many recent steps say whether a late one was an exception: when ``RECENT_SHARE_IN_TIME`` (19
+#: in 20) of the last ``RECENT_STEPS`` (at least ``RECENT_MIN`` of them) were within the budget, one late frame goes
 #: out raw and the next is fused as usual, without the rest and the probes that an engine too slow
 #: for the budget gets. At 1080p on two cores the step (23 ms p50 against a 33 ms budget) crosses
 #: the budget now and then; each crossing cost a rest and a probe, and 23-26 % of the frames went
 #: out raw. With the median as the test instead, a machine in a slower spell (several late frames
-#: a second) held frame after frame for the whole budget: 26.9 fps, p99 54 ms (docs/benchmarks-live.md).
+#: a second) held frame after frame for the whole budget: 26.9 fps, p99 54 ms; with nine in ten, 81 %
+#: fused in a slow spell (docs/benchmarks-live.md).
 RECENT_STEPS = 30
 RECENT_MIN = 10
 RECENT_SHARE_IN_TIME = 0.95
@@ -133,7 +134,7 @@ class LivePipeline:
         self._inflight: Future | None = None
         self._cooldown_until = 0.0
         self._probing = False  # the last attempt was late: publish raw at once until a probe fits
-        self._recent: deque[float] = deque(maxlen=RECENT_STEPS)  # seconds of the last steps, finished or not
+        self._recent: deque[float] = deque(maxlen=RECENT_STEPS)  # seconds of the last finished steps
         self._stop_event = threading.Event()
         self._thread = threading.Thread(target=self._process_loop, name="surgifuse-processing", daemon=True)
         self.last_published_ms: float | None = None
@@ -291,8 +292,8 @@ class LivePipeline:
             self._failure_report_at = now + FAILURE_REPORT_S
 
     def _usually_in_time(self) -> bool:
-        """Whether nine in ten recent steps fit the budget: a late step is then an exception, not an
-        engine too slow for the frame rate (nor a machine in a slow spell)."""
+        """Whether ``RECENT_SHARE_IN_TIME`` of the recent steps fit the budget: a late step is then an
+        exception, not an engine too slow for the frame rate (nor a machine in a slow spell)."""
         recent = sorted(self._recent)
         if len(recent) < RECENT_MIN:
             return False

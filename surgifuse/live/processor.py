@@ -60,7 +60,8 @@ class FrameProcessor:
         frames, metas = list(self.buffer.frames), list(self.buffer.metas)
         seqs = [int(m["seq"]) if m else -1 for m in metas]
         newest = int(np.argmax(seqs))
-        guarded_in_decision = self.guard is not None and len(frames) > 1 and getattr(self.engine, "relabels", False)
+        guarding = self.guard is not None and len(frames) > 1
+        guarded_in_decision = guarding and getattr(self.engine, "relabels", False)
         fraction = 0.0
         if guarded_in_decision:
             # The guard changes the decision before the blend: one full-size pass instead of two.
@@ -72,7 +73,7 @@ class FrameProcessor:
             result = self.buffer.fuse()
         t2 = time.perf_counter()
         image, depth = result.image, result.depth_index
-        if self.guard is not None and len(frames) > 1 and not guarded_in_decision:
+        if guarding and not guarded_in_decision:
             # In place unless the engine handed back memory of a buffered frame (it would be changed).
             owned = not any(np.may_share_memory(image, f) for f in frames)
             guarded = self.guard.apply(frames, newest, image, depth, in_place=owned)
@@ -103,7 +104,7 @@ def reproject_depth(depth: np.ndarray, factor: int, transform, newest: int) -> n
     """The fused depth index in the newest frame's coordinates, on its own grid.
 
     ``depth`` is in the stack's coordinates, one value per ``factor`` x ``factor`` block; it is
-    moved back by ``transform`` (raw -> stack, None: identity) at its own scale: at 1080p a quarter
+    moved back by ``transform`` (raw -> stack, None: identity) at its own scale: at 1080p a sixteenth
     of the pixels to warp, and no enlargement unless a consumer asks (``ProcessedFrame.depth_map``).
     Nearest for the warp: interpolating between the labels of two frames would invent a depth at
     every boundary. Outside the stack's view the newest frame shows, at its own index.
