@@ -19,28 +19,8 @@ namespace {
 // out[by][bx] = sum of map over the f x f block at (by*f, bx*f); a block that overhangs the right or
 // bottom edge counts the edge row/column again for each missing one, so every block sums f*f
 // values. Saturates at UINT32_MAX.
-// f = 2 (1080p): each block's four values summed directly, one pass over two rows, no column buffer.
-void reduce_rows_2(const uint32_t* map, int64_t h, int64_t w, uint32_t* out, int64_t ow, int64_t by0, int64_t by1) {
-    const int64_t pairs = w / 2;
-    for (int64_t by = by0; by < by1; ++by) {
-        const uint32_t* __restrict r0 = map + std::min(2 * by, h - 1) * w;
-        const uint32_t* __restrict r1 = map + std::min(2 * by + 1, h - 1) * w;
-        uint32_t* __restrict dst = out + by * ow;
-        for (int64_t bx = 0; bx < pairs; ++bx) {
-            const uint64_t s = static_cast<uint64_t>(r0[2 * bx]) + r0[2 * bx + 1] + r1[2 * bx] + r1[2 * bx + 1];
-            dst[bx] = s > std::numeric_limits<uint32_t>::max() ? std::numeric_limits<uint32_t>::max()
-                                                               : static_cast<uint32_t>(s);
-        }
-        if (pairs < ow) {  // an odd width: the last block counts its edge column twice
-            const uint64_t s = 2 * (static_cast<uint64_t>(r0[w - 1]) + r1[w - 1]);
-            dst[pairs] = static_cast<uint32_t>(std::min<uint64_t>(s, std::numeric_limits<uint32_t>::max()));
-        }
-    }
-}
-
 void reduce_rows(const uint32_t* map, int64_t h, int64_t w, int64_t f, uint32_t* out, int64_t ow,
                  int64_t by0, int64_t by1) {
-    if (f == 2) return reduce_rows_2(map, h, w, out, ow, by0, by1);
     // Column sums over the block's f rows first (a loop the compiler vectorises), then the sums of
     // f neighbouring columns.
     std::vector<uint64_t> columns(static_cast<size_t>(w));
