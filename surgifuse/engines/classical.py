@@ -221,6 +221,61 @@ class ClassicalEngine(Engine):
         blocks = reduce_focus_map(focus, factor, threads=self.threads)
         return BlockFocusMap(warp_pixel_map(blocks, on_block_grid(transform, factor)), factor)
 
+    def fuse_registered(self, frames: Sequence[np.ndarray], transforms: Sequence[Any], *,
+                        interpolation: str = "lanczos") -> FusionResult:
+        """Fuse K raw frames, each moved onto the reference by its transform (raw -> reference,
+        ``surgifuse.align.SimilarityTransform``; None: the frame is the reference's already).
+
+        The decision of ``fuse_prepared`` on the frames warped whole (``surgifuse.buffer.prepare_aligned``)
+        and its image up to a few grey levels at a fraction of a percent of the pixels
+        (``surgifuse.needed_warp.warp_needed``), at a fraction of the resampling: focus is measured on the raw frames and the maps moved (nearest), the decision
+        made, and each moved frame resampled only where the blend reads it
+        (``surgifuse.needed_warp``). The warped frames are not returned: a caller that needs them
+        whole (a focus curve, a metric against the inputs) warps them itself. CPU only.
+        """
+        from ..buffer import warp_pixel_map
+        from ..needed_warp import TILE_PX, needed_tiles, warp_needed
+
+        frames = validate_stack(frames)
+        transforms = list(transforms)
+        if len(transforms) != len(frames):
+            raise InputError(f"got {len(frames)} frames but {len(transforms)} transforms: K must match")
+        if self.device != "cpu":
+            raise InputError("fuse_registered runs on the CPU; use prepare_aligned and fuse_prepared on CUDA")
+        t0 = time.perf_counter()
+        shape = frames[0].shape[:2]
+        factor = self.scale_for(frames[0].shape)
+        maps = []
+        for frame, transform in zip(frames, transforms):
+            focus = self.prepare_frame(frame)
+            if transform is not None:
+                focus = warp_pixel_map(focus, transform)
+            # Summed over its blocks at once: one full-size map held at a time, not K (fewer pages
+            # to fault in, a smaller peak).
+            maps.append(focus if factor == 1 else reduce_focus_map(focus, factor, threads=self.threads))
+        self._prepare_ms = 0.0
+        t1 = time.perf_counter()
+        decided = decide_stack(maps, factor=factor, shape=shape, filter_radius=self.filter_radius,
+                               flat_threshold=self.flat_threshold, threads=self.threads, reduced=True)
+        t2 = time.perf_counter()
+        tile_blocks = max(1, TILE_PX // factor)
+        reach = min(decision.MAX_RADIUS, self.blend_radius * factor)
+        moved = []
+        for i, (frame, transform) in enumerate(zip(frames, transforms)):
+            if transform is None:
+                moved.append(frame)
+                continue
+            tiles = needed_tiles(decided.labels, i, k=len(frames), factor=factor, blend_radius=reach,
+                                 tile_blocks=tile_blocks)
+            moved.append(warp_needed(frame, transform, tiles, tile_blocks * factor, interpolation=interpolation))
+        t3 = time.perf_counter()
+        out = blend_stack_decision(moved, decided, blend_radius=self.blend_radius, threads=self.threads)
+        t4 = time.perf_counter()
+        ms = 1000.0
+        return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence,
+                            timings={"focus_measure": (t1 - t0) * ms, "decision": ((t2 - t1) + (t4 - t3)) * ms,
+                                     "warp": (t3 - t2) * ms})
+
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced
         self._reduced = {}

@@ -164,7 +164,7 @@ def fuse_upload(items: list[tuple[str, bytes]], *, engine, limits: UploadLimits,
             raise UploadError(422, f"engine {engine.name!r} cannot fuse these images: {exc}", file=exc.file) from None
     curve = FocusCurve(first.shape) if depth else None
     del first
-    fusion = _decoded(lambda: fuse_focal_stack(engine, frames, align=align, focus_curve=curve))
+    fusion = _decoded(lambda: fuse_focal_stack(engine, frames, align=align, focus_curve=curve, keep_frames=False))
     timings = {**fusion.timings, **fusion.result.timings}
     depth_index = fusion.result.depth_index
     if curve is not None:
