@@ -382,17 +382,23 @@ class FrameStack:
             check_frame_matches(frame, name, frames[0], self.names[0])
         return frames
 
-    def iter_frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
-        """Frames ``indices`` (default: all) in the order given, decoded one at a time."""
+    def iter_frames(self, indices: Iterable[int] | None = None, *, ahead: int = 0) -> Iterator[np.ndarray]:
+        """Frames ``indices`` (default: all) in the order given, decoded one at a time.
+
+        ``ahead``: image files are decoded up to this many frames ahead of the one handed out, on
+        as many threads (the decoders release the GIL), so that decoding overlaps the caller's work;
+        ``ahead`` more frames are held. The pages of a multi-page TIFF are read in sequence.
+        """
         indices = range(len(self)) if indices is None else indices
         first: tuple[np.ndarray, str] | None = None
         tiff = None  # the multi-page TIFF being read: (source, open TiffFile)
+        decoded = _DecodedAhead(self._frames, indices, ahead)
         try:
             for i in indices:
                 source, page = self._frames[i]
                 name = self.names[i]
                 if page is None:
-                    frame = source.whole_frame()
+                    frame = decoded.next_frame(i)
                 else:
                     if tiff is None or tiff[0] is not source:
                         if tiff is not None:
@@ -407,8 +413,43 @@ class FrameStack:
                 yield frame
                 del frame
         finally:
+            decoded.close()
             if tiff is not None:
                 tiff[1].close()
+
+
+class _DecodedAhead:
+    """The whole-frame sources among ``indices`` decoded up to ``ahead`` frames in advance, in order."""
+
+    def __init__(self, sources: list, indices: Iterable[int], ahead: int) -> None:
+        self._sources = sources
+        self._pool = None
+        if ahead > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, min(ahead, os.cpu_count() or 1)))
+            self._todo = iter([i for i in indices if sources[i][1] is None])
+            self._pending: list = []
+            for _ in range(ahead):
+                self._submit_next()
+
+    def _submit_next(self) -> None:
+        i = next(self._todo, None)
+        if i is not None:
+            self._pending.append((i, self._pool.submit(self._sources[i][0].whole_frame)))
+
+    def next_frame(self, index: int) -> np.ndarray:
+        if self._pool is None:
+            return self._sources[index][0].whole_frame()
+        i, future = self._pending.pop(0)
+        assert i == index, "frames are handed out in the order they were asked for"
+        self._submit_next()
+        return future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending = []
 
 
 def open_stack(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, pattern: str | None = None) -> FrameStack:

@@ -30,7 +30,7 @@ Frames of 1080 px and more are decided on focus maps summed over blocks, as the 
 
 Memory, whatever K: the per-pixel state (34 bytes per RGB8 pixel in pass 1, 22 of them per block
 of the decision; up to about 70 while deciding and blending, with the outputs) plus the reference,
-the frame being read and its warped copy.
+the frame being fused and its warped copy, and ``READ_AHEAD`` frames decoded ahead of it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,11 @@ if TYPE_CHECKING:
     from .fusion import StackFusion
     from .imageio import FrameStack
 
-__all__ = ["MAX_STREAMED_FRAMES", "StreamingDecision", "fuse_stream"]
+__all__ = ["MAX_STREAMED_FRAMES", "READ_AHEAD", "StreamingDecision", "fuse_stream"]
+
+#: Frames decoded ahead of the one being fused, on as many threads: decoding (half of the time on
+#: PNG frames) overlaps registration and the focus measure. Each holds one more frame in memory.
+READ_AHEAD = 2
 
 #: Labels are uint16, K itself meaning "no information".
 MAX_STREAMED_FRAMES = 65535
@@ -109,6 +113,7 @@ class StreamingDecision:
         # K * 65535 < 2^32 for K <= MAX_STREAMED_FRAMES.
         self._total = np.zeros((h, w, self._c), np.uint32)
         self._decided = False
+        self._product: np.ndarray | None = None  # pass 2's scratch: a frame times its weights
 
     # ------------------------------------------------------------------------------ pass 1
 
@@ -256,14 +261,14 @@ class StreamingDecision:
         if frame.shape != self.shape or frame.dtype != self.dtype:
             raise InputError(f"frame {index} is {frame.shape} {frame.dtype}, the stream is {self.shape} {self.dtype}")
         # Only the box around this label's pixels, grown by the blend radius, can need the frame.
-        region = _region(self._mode == index, self.blend_radius)
+        labelled = self._mode == index
+        region = _region(labelled, self.blend_radius)
         if region is None:
             return
         ys, xs = region
         x = frame.reshape(*self.shape[:2], self._c)[ys, xs]
-        ours = self._mode[ys, xs] == index
-        copy = ours & self._uniform[ys, xs]
-        self.image[ys, xs][copy] = x[copy]
+        ours = labelled[ys, xs]
+        np.copyto(self.image[ys, xs], x, where=(ours & self._uniform[ys, xs])[..., None])
         if self._acc is not None:
             # Dense over the box (gathering the boundary pixels was 3x slower where, as on noisy
             # fundus frames, nearly all pixels are at a boundary): a weight of 0 adds nothing, and
@@ -271,7 +276,11 @@ class StreamingDecision:
             acc = self._acc[ys, xs]
             weight = _box_count(ours, self.blend_radius).astype(acc.dtype)
             weight *= acc.dtype.type(self.k)
-            np.add(acc, weight[..., None] * x, out=acc)
+            if self._product is None:
+                self._product = np.empty_like(self._acc)  # one scratch for every frame of pass 2
+            product = self._product[ys, xs]
+            np.multiply(weight[..., None], x, out=product)
+            np.add(acc, product, out=acc)
 
     def result(self) -> FusionResult:
         """The fused image, depth index and confidence (after ``decide`` and pass 2)."""
@@ -279,7 +288,7 @@ class StreamingDecision:
         if self._acc is not None:
             np.floor_divide(self._acc, self._divisor[..., None], out=self._acc)
             np.copyto(self.image, self._acc, where=self._boundary[..., None], casting="unsafe")
-            self._acc = self._divisor = None
+            self._acc = self._divisor = self._product = None
         return FusionResult(image=self.image.reshape(self.shape), depth_index=self.depth_index,
                             confidence=self.confidence)
 
@@ -404,7 +413,7 @@ def fuse_stream(
     decision: StreamingDecision | None = None
     bar = progress_bar(total=k, desc="fuse, pass 1 of 2", unit="frame", enabled=progress)
     try:
-        pending = stack.iter_frames()
+        pending = stack.iter_frames(ahead=READ_AHEAD)
         for i in range(k):
             with clock("read"):
                 frame = next(pending)
@@ -439,7 +448,7 @@ def fuse_stream(
         bar = progress_bar(total=k, desc="fuse, pass 2 of 2", unit="frame", enabled=progress)
         needed = decision.needed_frames()
         bar.update(k - len(needed))  # frames no pixel needs are not read again
-        pending = stack.iter_frames(needed)
+        pending = stack.iter_frames(needed, ahead=READ_AHEAD)
         for i in needed:
             with clock("read"):
                 frame = next(pending)

@@ -308,3 +308,25 @@ def test_decode_all_reads_tiff_pages(tmp_path, rng):
     pages = rng.integers(0, 256, (3, 16, 20, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="rgb")
     np.testing.assert_array_equal(np.stack(imageio.open_stack(tmp_path / "stack.tif").decode_all()), pages)
+
+
+def test_frames_decoded_ahead_come_in_the_order_asked(tmp_path, rng):
+    frames = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(7)]
+    for i, frame in enumerate(frames):
+        write_image(tmp_path / f"f{i}.png", frame)
+    stack = imageio.open_stack(tmp_path)
+    order = [5, 0, 3, 6]
+    for got, i in zip(stack.iter_frames(order, ahead=3), order, strict=True):
+        np.testing.assert_array_equal(got, frames[i])
+    early = stack.iter_frames(ahead=2)
+    next(early)
+    early.close()  # a caller that stops early leaves no decoding behind
+
+
+def test_a_bad_frame_decoded_ahead_is_named_when_its_turn_comes(tmp_path):
+    for name, h in (("a.png", 8), ("b.png", 8), ("c.png", 9)):
+        write_image(tmp_path / name, np.zeros((h, 10, 3), np.uint8))
+    frames = imageio.open_stack(tmp_path).iter_frames(ahead=2)
+    assert next(frames).shape == (8, 10, 3) and next(frames).shape == (8, 10, 3)
+    with pytest.raises(ValueError, match=r"c\.png is 10x9"):
+        next(frames)

@@ -222,14 +222,22 @@ def test_the_lazy_reader_never_holds_all_frames(tmp_path, monkeypatch):
     stack = imageio.open_stack(folder)
     assert order == []  # opening reads headers only
     fuse_focal_stack(ClassicalEngine(), stack)
-    # Only the reference (read first) is alive when a frame is decoded: the previous one is gone.
-    assert most[0] <= 1
+    # When a frame is decoded, the reference (read first) and at most READ_AHEAD frames are alive:
+    # the one being fused and those decoded ahead of it; the ones before are gone.
+    ahead = streaming.READ_AHEAD
+    assert 1 <= most[0] <= 1 + ahead
     names = [str(folder / f"frame_{i}.png") for i in range(60)]
-    assert order[:61] == [names[30]] + names  # reference, then pass 1 in stack order
-    assert order[61:] == sorted(order[61:], key=names.index)  # pass 2: the needed frames, in order
+
+    def in_order_within_ahead(decoded: list[str], expected: list[str]) -> bool:
+        # the decoding threads may finish neighbours in either order, never further apart
+        return (sorted(decoded, key=names.index) == expected
+                and all(abs(expected.index(n) - j) <= ahead for j, n in enumerate(decoded)))
+
+    assert order[0] == names[30] and in_order_within_ahead(order[1:61], names)  # reference, then pass 1
+    assert in_order_within_ahead(order[61:], sorted(order[61:], key=names.index))  # pass 2: needed frames
     most[0], order[:] = 0, []
     fuse_focal_stack(ClassicalEngine(), stack, align=False)
-    assert most[0] == 0 and order[:60] == names  # no reference: each frame gone before the next
+    assert most[0] <= ahead and in_order_within_ahead(order[:60], names)  # no reference
 
 
 def test_streaming_memory_is_bounded_by_the_frame_size():
