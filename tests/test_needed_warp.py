@@ -108,3 +108,16 @@ def test_the_offline_path_without_frames_kept_fuses_as_with_them():
     assert lean.frames == [] and len(kept.frames) == 5
     np.testing.assert_array_equal(lean.result.depth_index, kept.result.depth_index)
     assert np.abs(lean.result.image.astype(int) - kept.result.image.astype(int)).max() <= 4
+
+
+def test_maps_can_stay_at_the_decision_scale():
+    stack = generate_stack(8, height=1080, width=1440, k=3, scene="mixed", breathing=0.01, motion=2)
+    engine = ClassicalEngine()
+    transforms = [r.transform if r.significant else None for r in align.register_stack(stack.frames)]
+    full = engine.fuse_registered(stack.frames, transforms)
+    small = engine.fuse_registered(stack.frames, transforms, full_maps=False)
+    assert full.map_factor == 1 and full.depth_index.shape == (1080, 1440)
+    assert small.map_factor == 4 and small.depth_index.shape == small.confidence.shape == (270, 360)
+    np.testing.assert_array_equal(small.image, full.image)
+    # the full map is the small one enlarged: block centres agree
+    np.testing.assert_allclose(full.depth_index[2::4, 2::4], small.depth_index, atol=0.5)

@@ -201,7 +201,7 @@ def fuse_stack_to_files(
     with _hint_pattern(inputs, pattern):
         fusion = fuse_focal_stack(fusion_engine, frames, align=align, reference=reference, max_side=max_side,
                                   interpolation=interpolation, progress=progress, focus_curve=curve,
-                                  keep_frames=False)
+                                  keep_frames=False, full_maps=bool(source_map or confidence))
     result = fusion.result
     fused = np.asarray(result.image)
     if fused.shape != shape or fused.dtype != dtype:

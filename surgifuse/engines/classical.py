@@ -222,7 +222,7 @@ class ClassicalEngine(Engine):
         return BlockFocusMap(warp_pixel_map(blocks, on_block_grid(transform, factor)), factor)
 
     def fuse_registered(self, frames: Sequence[np.ndarray], transforms: Sequence[Any], *,
-                        interpolation: str = "lanczos") -> FusionResult:
+                        interpolation: str = "lanczos", full_maps: bool = True) -> FusionResult:
         """Fuse K raw frames, each moved onto the reference by its transform (raw -> reference,
         ``surgifuse.align.SimilarityTransform``; None: the frame is the reference's already).
 
@@ -232,6 +232,9 @@ class ClassicalEngine(Engine):
         made, and each moved frame resampled only where the blend reads it
         (``surgifuse.needed_warp``). The warped frames are not returned: a caller that needs them
         whole (a focus curve, a metric against the inputs) warps them itself. CPU only.
+        ``full_maps=False``: the depth index and the confidence stay at the decision's scale
+        (``FusionResult.map_factor``), for a caller that does not use them (two float maps of the
+        frame's size: 160 MB for a 20-megapixel stack).
         """
         from ..buffer import warp_pixel_map
         from ..needed_warp import TILE_PX, needed_tiles, warp_needed
@@ -269,12 +272,13 @@ class ClassicalEngine(Engine):
                                  tile_blocks=tile_blocks)
             moved.append(warp_needed(frame, transform, tiles, tile_blocks * factor, interpolation=interpolation))
         t3 = time.perf_counter()
-        out = blend_stack_decision(moved, decided, blend_radius=self.blend_radius, threads=self.threads)
+        out = blend_stack_decision(moved, decided, blend_radius=self.blend_radius, threads=self.threads,
+                                   full_maps=full_maps)
         t4 = time.perf_counter()
         ms = 1000.0
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence,
                             timings={"focus_measure": (t1 - t0) * ms, "decision": ((t2 - t1) + (t4 - t3)) * ms,
-                                     "warp": (t3 - t2) * ms})
+                                     "warp": (t3 - t2) * ms}, map_factor=1 if full_maps else factor)
 
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced
