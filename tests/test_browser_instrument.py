@@ -7,6 +7,7 @@ unless SURGIFUSE_REQUIRE_BROWSER=1). Real time: the page runs on the live stream
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_skip
 pytestmark = pytest.mark.browser
 
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+#: Set to 1 to write the screenshots into docs/images (the ones the docs show); otherwise they go
+#: to the test's temporary folder, so that a test run leaves the checkout as it was.
+UPDATE_DOC_IMAGES = os.environ.get("SURGIFUSE_UPDATE_DOC_IMAGES") == "1"
 
 
 def _demo_app():
@@ -30,14 +34,15 @@ def _demo_app():
     return create_app(settings, source=source)
 
 
-def test_the_page_shows_the_tip_and_its_height_and_warns_when_close():
+def test_the_page_shows_the_tip_and_its_height_and_warns_when_close(tmp_path):
     _browser_or_skip()
     import cv2
     import httpx
     from playwright.sync_api import sync_playwright
 
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shot, warn_shot = DOCS_IMAGES / "instrument-hud.png", DOCS_IMAGES / "instrument-hud-warning.png"
+    folder = DOCS_IMAGES if UPDATE_DOC_IMAGES else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    shot, warn_shot = folder / "instrument-hud.png", folder / "instrument-hud-warning.png"
     with running_server(_demo_app()) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

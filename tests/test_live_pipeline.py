@@ -175,6 +175,28 @@ def test_one_late_step_of_an_engine_that_usually_fits_costs_one_raw_frame():
     assert reasons[late + 1:].count("busy") <= 3 and all(p.fused for p in items[late + 4:])
 
 
+def test_a_new_engine_is_not_judged_by_the_old_one_s_record():
+    # 40 steps of an engine always in time, then one that never is: its first late step must send it
+    # to rest and probes at once, not be forgiven as the exception of an engine that usually fits.
+    def factory(name, **options):
+        return MaxFocusEngine(delay_s=0.12 if name == "msmfm" else 0.0)
+
+    collector = Collector()
+    source = ArraySource(focus_sweep(48, 64, k=5), fps=25.0)
+    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=40.0),
+                            engine_factory=factory, metrics=LiveMetrics())
+    pipeline.start()
+    try:
+        collector.wait_for(40)
+        swapped = len(collector.items)  # before: the swap may happen while apply() measures the new step
+        pipeline.apply({"engine": "msmfm"})
+        collector.wait_for(swapped + 30)
+    finally:
+        pipeline.stop()
+    after = [p.reason for p in collector.items[swapped:]]
+    assert after.count("late") == 1 and "probe" in after
+
+
 def test_apply_swaps_engine_and_k_and_rejects_bad_engine():
     collector = Collector()
     pipeline = _pipeline(collector)

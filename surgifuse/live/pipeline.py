@@ -248,6 +248,9 @@ class LivePipeline:
         with self._config_lock:
             if self._pending_processor is not None:
                 self._processor, self._pending_processor = self._pending_processor, None
+                # Another engine or K costs another time: the old record says nothing about it.
+                self._recent.clear()
+                self._probing = False
         submitted = time.monotonic()
         future = self._worker.submit(self._processor.process, frame)
         future.add_done_callback(lambda _: self._recent.append(time.monotonic() - submitted))
