@@ -154,3 +154,14 @@ def test_a_moved_frame_is_kept_as_block_sums_moved_on_the_block_grid():
         ClassicalEngine(decision_scale=1).fuse_prepared(frames, moved)
     full = ClassicalEngine(decision_scale=1).prepare_moved_frame(frame, shift)
     np.testing.assert_array_equal(full, warp_pixel_map(engine.prepare_frame(frame), shift))
+
+
+def test_focus_measure_time_is_reported_until_the_next_fusion():
+    frames = [np.full((64, 64, 3), 10 * i, np.uint8) for i in range(3)]
+    engine = ClassicalEngine()
+    assert engine.focus_measure_ms == 0.0
+    maps = [engine.prepare_frame(f) for f in frames]
+    spent = engine.focus_measure_ms
+    assert spent > 0
+    result = engine.fuse_prepared(frames, maps)
+    assert result.timings["focus_measure"] == spent and engine.focus_measure_ms == 0.0

@@ -200,9 +200,9 @@ class _TimedPrepare(Engine):
             raise AttributeError(name)
 
         def prepare_moved_frame(frame, transform):
-            before = getattr(self.engine, "_prepare_ms", 0.0)
+            before = getattr(self.engine, "focus_measure_ms", 0.0)
             out = self.engine.prepare_moved_frame(frame, transform)
-            self.last_ns = int((getattr(self.engine, "_prepare_ms", 0.0) - before) * 1e6)
+            self.last_ns = int((getattr(self.engine, "focus_measure_ms", 0.0) - before) * 1e6)
             return out
 
         return prepare_moved_frame

@@ -138,6 +138,12 @@ class ClassicalEngine(Engine):
         return self.decision_scale or auto_factor(shape)
 
     @property
+    def focus_measure_ms(self) -> float:
+        """Milliseconds spent measuring focus (``prepare_frame``, also inside ``prepare_moved_frame``)
+        since the last fusion: what a result's ``timings["focus_measure"]`` will say."""
+        return self._prepare_ms
+
+    @property
     def relabels(self) -> bool:
         """``fuse_prepared`` takes ``relabel`` on the CPU (the CUDA path decides and blends in one kernel)."""
         return self.device == "cpu"
