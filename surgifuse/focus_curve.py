@@ -77,12 +77,25 @@ class FocusCurve:
         self.count = 0
         self._best = self._index = self._before = self._after = self._previous = self._sum = None
 
-    def add(self, frame: np.ndarray) -> None:
-        """The next frame of the stack (nearer focus first), registered like the others."""
+    def add(self, frame: np.ndarray, transform=None) -> None:
+        """The next frame of the stack (nearer focus first), registered like the others.
+
+        ``transform`` (``surgifuse.align.SimilarityTransform``, raw frame -> the stack's
+        coordinates): the frame is given raw, its sharpness measured as it is and the measure moved
+        (linear: it is smooth at the Gaussian's scale). Cheaper than warping the frame whole, and
+        resampling does not soften the moved frames' measure.
+        """
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise InputError(f"frame {self.count} has shape {frame.shape}, the stack {self.shape}")
         f = self._measure(frame)
+        if transform is not None:
+            from .align import _rescale
+
+            h, w = self.work_shape
+            # the transform in the working copy's pixels (cv2.resize's pixel-centre convention)
+            moved = _rescale(transform.matrix3, self.shape[1] / w)
+            f = cv2.warpAffine(f, moved[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if self.count == 0:
             self._best, self._previous, self._sum = f.copy(), f, f.astype(np.float64)
             self._index = np.zeros(f.shape, np.int32)

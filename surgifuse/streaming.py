@@ -369,7 +369,8 @@ def fuse_stream(
     progress : bool
         A progress bar per pass (or a line every 10 s) on stderr.
     focus_curve : surgifuse.focus_curve.FocusCurve, optional
-        Fed each registered frame in the first pass (the depth of ``surgifuse fuse --depth``).
+        Fed each frame (raw, with its registration) in the first pass (the depth of ``surgifuse fuse
+        --depth``).
     spill : bool
         Keep the registered frames in a temporary file for the second pass instead of decoding
         them again (``surgifuse.frame_spill``; only where that is safe). The same result either way.
@@ -447,7 +448,7 @@ def fuse_stream(
                 warped, focus_map = prepare_aligned(engine, frame, transform, interpolation=interpolation)
                 decision.add(warped, focus_map)
                 if focus_curve is not None:
-                    focus_curve.add(warped)
+                    focus_curve.add(frame, transform)  # measured raw and moved, as fuse_focal_stack does
             if kept is not None:
                 with clock("read"):
                     kept.write(i, warped)
