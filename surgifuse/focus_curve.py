@@ -90,12 +90,11 @@ class FocusCurve:
             raise InputError(f"frame {self.count} has shape {frame.shape}, the stack {self.shape}")
         f = self._measure(frame)
         if transform is not None:
-            from .align import _rescale
+            from .scaled_decision import on_block_grid
 
             h, w = self.work_shape
-            # the transform in the working copy's pixels (cv2.resize's pixel-centre convention)
-            moved = _rescale(transform.matrix3, self.shape[1] / w)
-            f = cv2.warpAffine(f, moved[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            moved = on_block_grid(transform, self.shape[1] / w)  # in the working copy's pixels
+            f = cv2.warpAffine(f, moved.matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if self.count == 0:
             self._best, self._previous, self._sum = f.copy(), f, f.astype(np.float64)
             self._index = np.zeros(f.shape, np.int32)

@@ -61,10 +61,11 @@ def reduce_focus_map(focus_map: np.ndarray, factor: int, *, threads: int = 0) ->
     return _core.reduce_focus_map(np.ascontiguousarray(m), factor=factor, threads=threads)
 
 
-def on_block_grid(transform, factor: int):
+def on_block_grid(transform, factor: float):
     """``transform`` (a ``surgifuse.align.SimilarityTransform`` in pixels) as the same motion on the
     grid of ``factor`` x ``factor`` blocks, with the pixel-centre convention of ``cv2.resize`` that
-    ``enlarge_blocks`` and ``reduce_focus_map``'s block sums follow."""
+    ``enlarge_blocks`` and ``reduce_focus_map``'s block sums follow; a non-integer ``factor`` gives
+    it on an image resized by ``1 / factor`` (the focus curve's working copy)."""
     from .align import SimilarityTransform, _rescale
 
     # align's own conversion between a reduced image and the larger one, the other way round

@@ -68,24 +68,27 @@ def test_bad_input_is_named():
         depth_from_focus_curve([])
 
 
-def test_raw_frames_with_their_registration_give_the_registered_stack_s_depth():
+@pytest.mark.parametrize("h, w", [(120, 200), (1230, 2050)])  # measured as it is, and reduced 2x to WORK_SIZE
+def test_raw_frames_with_their_registration_give_the_registered_stack_s_depth(h, w):
     from surgifuse.align import SimilarityTransform
 
     # left half in focus at frame 1, right half at frame 3
-    near, far = _stack_at(1.0, h=120, w=200), _stack_at(3.0, h=120, w=200)
-    still = [np.concatenate([a[:, :100], b[:, 100:]], axis=1) for a, b in zip(near, far)]
+    s = w / 200  # motion and band scale with the frame
+    near, far = _stack_at(1.0, h=h, w=w), _stack_at(3.0, h=h, w=w)
+    still = [np.concatenate([a[:, :w // 2], b[:, w // 2:]], axis=1) for a, b in zip(near, far)]
     expected, _ = depth_from_focus_curve(still)
 
     def depth_of(registered: bool) -> np.ndarray:
         curve = FocusCurve(still[0].shape)
         for i, frame in enumerate(still):
-            # frame i as the camera saw it: moved by (8i, -2i) px and a little magnified
-            seen = SimilarityTransform.about_point(scale=1 + 0.004 * i, center=(100.0, 60.0), shift=(8.0 * i, -2.0 * i))
-            raw = cv2.warpAffine(frame, seen.matrix, (200, 120), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+            # frame i as the camera saw it: moved by (8i, -2i) px (at 200 px) and a little magnified
+            seen = SimilarityTransform.about_point(scale=1 + 0.004 * i, center=(w / 2, h / 2),
+                                                   shift=(8.0 * i * s, -2.0 * i * s))
+            raw = cv2.warpAffine(frame, seen.matrix, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
             curve.add(raw, seen.inverse() if registered else None)  # raw -> the stack's coordinates
         return curve.result()[0]
 
-    band = (slice(20, -20), slice(60, 140))  # across the depth step
+    band = (slice(int(20 * s), -int(20 * s)), slice(int(60 * s), int(140 * s)))  # across the depth step
     error = float(np.mean(np.abs(depth_of(True)[band] - expected[band])))
     assert error < 0.2
     assert float(np.mean(np.abs(depth_of(False)[band] - expected[band]))) > 2 * error  # the test can tell
