@@ -363,34 +363,24 @@ class FrameStack:
         to ``DECODE_THREADS`` threads (the decoders release the GIL: seven 3-megapixel JPEGs 85 ->
         45 ms on two cores), the pages of a multi-page TIFF in sequence. ``first``: frame 0, already
         decoded by the caller."""
-        if len(self) == 0 or any(page is not None for _, page in self._frames):
-            frames = list(self.iter_frames(range(1 if first is not None else 0, len(self))))
-            return [first, *frames] if first is not None else frames
+        if first is None:
+            return list(self.iter_frames(ahead=DECODE_THREADS))
+        rest = self.iter_frames(range(1, len(self)), ahead=DECODE_THREADS, match=(first, self.names[0]))
+        return [first, *rest]
 
-        def decode(i: int) -> np.ndarray:
-            return first if i == 0 and first is not None else self._frames[i][0].whole_frame()
-
-        workers = max(1, min(DECODE_THREADS, os.cpu_count() or 1, len(self)))
-        if workers == 1:
-            frames = [decode(i) for i in range(len(self))]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(workers) as pool:
-                frames = list(pool.map(decode, range(len(self))))  # the first failure in frame order raises
-        for frame, name in zip(frames[1:], self.names[1:]):
-            check_frame_matches(frame, name, frames[0], self.names[0])
-        return frames
-
-    def iter_frames(self, indices: Iterable[int] | None = None, *, ahead: int = 0) -> Iterator[np.ndarray]:
+    def iter_frames(self, indices: Iterable[int] | None = None, *, ahead: int = 0,
+                    match: tuple[np.ndarray, str] | None = None) -> Iterator[np.ndarray]:
         """Frames ``indices`` (default: all) in the order given, decoded one at a time.
 
         ``ahead``: image files are decoded up to this many frames ahead of the one handed out, on
         as many threads (the decoders release the GIL), so that decoding overlaps the caller's work;
         ``ahead`` more frames are held. The pages of a multi-page TIFF are read in sequence.
+        ``match``: the frame and name every frame is checked against (default: the first handed out).
         """
         indices = range(len(self)) if indices is None else indices
         first: tuple[np.ndarray, str] | None = None
+        if match is not None:  # a zero-byte stand-in: its shape and dtype are all the checks need
+            first = (np.broadcast_to(np.zeros((), match[0].dtype), match[0].shape), match[1])
         tiff = None  # the multi-page TIFF being read: (source, open TiffFile)
         decoded = _DecodedAhead(self._frames, indices, ahead)
         try:

@@ -299,6 +299,8 @@ def test_decode_all_names_the_first_bad_file(tmp_path):
         write_image(tmp_path / name, np.zeros((h, 10, 3), np.uint8))
     with pytest.raises(ValueError, match=r"c\.png is 10x9 but .*a\.png is 10x8"):
         imageio.open_stack(tmp_path).decode_all()
+    with pytest.raises(ValueError, match=r"c\.png is 10x9 but .*a\.png is 10x8"):  # frame 0 given: still named
+        imageio.open_stack(tmp_path).decode_all(first=np.zeros((8, 10, 3), np.uint8))
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ValueError, match=r"b\.png"):
         imageio.open_stack(tmp_path).decode_all()
