@@ -631,9 +631,7 @@ def warp_onto(
     def fill(y0: int, y1: int, x0: int, x1: int) -> None:
         if y1 <= y0 or x1 <= x0:
             return
-        moved = m.copy()
-        moved[:, 2] -= (x0, y0)  # the same warp, into the strip's own pixel grid
-        inside = cv2.warpAffine(ones, moved, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST,
+        inside = cv2.warpAffine(ones, into_window(m, x0, y0), (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         outside = inside == 0
         np.copyto(out[y0:y1, x0:x1], background[y0:y1, x0:x1], where=outside[..., None] if out.ndim == 3 else outside)
@@ -644,6 +642,14 @@ def warp_onto(
     fill(top, bottom, 0, min(w, d))
     fill(top, bottom, max(min(w, d), w - d), w)
     return out
+
+
+def into_window(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """A 2x3 warp (``cv2.warpAffine``'s forward matrix) that writes into the output window whose
+    top-left pixel is (x0, y0): the same warp, in the window's own pixel grid."""
+    moved = np.array(matrix, dtype=np.float64, copy=True)
+    moved[:, 2] -= (x0, y0)
+    return moved
 
 
 def align_stack(
@@ -972,6 +978,7 @@ __all__ = [
     "Registration",
     "equalise_blur",
     "warp",
+    "into_window",
     "align_stack",
     "DEFAULT_MAX_SIDE",
 ]

@@ -60,7 +60,7 @@ def warp_needed(frame: np.ndarray, transform, tiles: np.ndarray, tile_px: int, *
     frame's warp except where OpenCV's fixed-point coordinates (1/32 px) round the shifted origin
     the other way: a few grey levels at a fraction of a percent of the pixels, on sharp detail.
     """
-    from .align import _warp_flags
+    from .align import _warp_flags, into_window
 
     frame = np.asarray(frame)
     h, w = frame.shape[:2]
@@ -83,9 +83,7 @@ def warp_needed(frame: np.ndarray, transform, tiles: np.ndarray, tile_px: int, *
 
     def warp_rects(part: list) -> None:
         for x0, y0, x1, y1 in part:
-            shifted = m.copy()
-            shifted[:, 2] -= (x0, y0)  # the same warp, into the rectangle's own pixel grid
-            cv2.warpAffine(frame, shifted, (x1 - x0, y1 - y0), dst=out[y0:y1, x0:x1], flags=flags,
+            cv2.warpAffine(frame, into_window(m, x0, y0), (x1 - x0, y1 - y0), dst=out[y0:y1, x0:x1], flags=flags,
                            borderMode=cv2.BORDER_REPLICATE)
 
     # OpenCV splits one small rectangle poorly across threads: the rectangles are shared out instead.

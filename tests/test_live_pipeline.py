@@ -38,9 +38,9 @@ class Collector:
         return self.items
 
 
-def _pipeline(collector, *, engine_factory=maxfocus_factory, fps=60.0, **config):
+def _pipeline(collector, *, engine_factory=maxfocus_factory, fps=60.0, budget_ms=2000.0, **config):
     source = ArraySource(focus_sweep(48, 64, k=5), fps=fps)
-    cfg = LiveSettings(engine="classical", k=5, align=False, budget_ms=2000.0, **config)
+    cfg = LiveSettings(engine="classical", k=5, align=False, budget_ms=budget_ms, **config)
     return LivePipeline(source, publish=collector, config=cfg, engine_factory=engine_factory, metrics=LiveMetrics())
 
 
@@ -160,9 +160,7 @@ def test_one_late_step_of_an_engine_that_usually_fits_costs_one_raw_frame():
             return super().fuse_prepared(frames, prepared)
 
     collector = Collector()
-    source = ArraySource(focus_sweep(48, 64, k=5), fps=25.0)
-    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=40.0),
-                            engine_factory=lambda name, **options: OnceSlow(), metrics=LiveMetrics())
+    pipeline = _pipeline(collector, engine_factory=lambda name, **options: OnceSlow(), fps=25.0, budget_ms=40.0)
     pipeline.start()
     try:
         items = collector.wait_for(45)
@@ -182,9 +180,7 @@ def test_a_new_engine_is_not_judged_by_the_old_one_s_record():
         return MaxFocusEngine(delay_s=0.12 if name == "msmfm" else 0.0)
 
     collector = Collector()
-    source = ArraySource(focus_sweep(48, 64, k=5), fps=25.0)
-    pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=40.0),
-                            engine_factory=factory, metrics=LiveMetrics())
+    pipeline = _pipeline(collector, engine_factory=factory, fps=25.0, budget_ms=40.0)
     pipeline.start()
     try:
         collector.wait_for(40)

@@ -179,9 +179,8 @@ class ClassicalEngine(Engine):
             raise InputError("block-summed focus maps (prepare_moved_frame) need the decision on blocks")
         relabel_ms = 0.0
         if relabel is not None:
-            decided = decide_stack(self._reduce(prepared, factor) if factor > 1 else prepared, factor=factor,
-                                   shape=frames[0].shape[:2], filter_radius=self.filter_radius,
-                                   flat_threshold=self.flat_threshold, threads=self.threads, reduced=True)
+            decided = self._decide(self._reduce(prepared, factor) if factor > 1 else prepared, factor,
+                                   frames[0].shape[:2])
             t1 = time.perf_counter()
             relabel(decided)
             relabel_ms = (time.perf_counter() - t1) * 1000.0
@@ -232,12 +231,12 @@ class ClassicalEngine(Engine):
         """Fuse K raw frames, each moved onto the reference by its transform (raw -> reference,
         ``surgifuse.align.SimilarityTransform``; None: the frame is the reference's already).
 
-        The decision of ``fuse_prepared`` on the frames warped whole (``surgifuse.buffer.prepare_aligned``)
-        and its image up to a few grey levels at a fraction of a percent of the pixels
-        (``surgifuse.needed_warp.warp_needed``), at a fraction of the resampling: focus is measured on the raw frames and the maps moved (nearest), the decision
-        made, and each moved frame resampled only where the blend reads it
-        (``surgifuse.needed_warp``). The warped frames are not returned: a caller that needs them
-        whole (a focus curve, a metric against the inputs) warps them itself. CPU only.
+        Focus is measured on the raw frames and the maps moved (nearest), the decision made, and
+        each moved frame resampled only where the blend reads it (``surgifuse.needed_warp``): the
+        decision of ``fuse_prepared`` on the frames warped whole (``surgifuse.buffer.prepare_aligned``),
+        and its image up to a few grey levels at a fraction of a percent of the pixels, at a
+        fraction of the resampling. The warped frames are not returned: a caller that needs them
+        whole (a metric against the inputs) warps them itself. CPU only.
         ``full_maps=False``: the depth index and the confidence stay at the decision's scale
         (``FusionResult.map_factor``), for a caller that does not use them (two float maps of the
         frame's size: 160 MB for a 20-megapixel stack).
@@ -264,8 +263,7 @@ class ClassicalEngine(Engine):
             maps.append(focus if factor == 1 else reduce_focus_map(focus, factor, threads=self.threads))
         self._prepare_ms = 0.0
         t1 = time.perf_counter()
-        decided = decide_stack(maps, factor=factor, shape=shape, filter_radius=self.filter_radius,
-                               flat_threshold=self.flat_threshold, threads=self.threads, reduced=True)
+        decided = self._decide(maps, factor, shape)
         t2 = time.perf_counter()
         tile_blocks = max(1, TILE_PX // factor)
         reach = min(decision.MAX_RADIUS, self.blend_radius * factor)
@@ -285,6 +283,11 @@ class ClassicalEngine(Engine):
         return FusionResult(image=out.image, depth_index=out.depth_index, confidence=out.confidence,
                             timings={"focus_measure": (t1 - t0) * ms, "decision": ((t2 - t1) + (t4 - t3)) * ms,
                                      "warp": (t3 - t2) * ms}, map_factor=1 if full_maps else factor)
+
+    def _decide(self, maps: list, factor: int, shape: tuple[int, int]) -> StackDecision:
+        """The decision (arg-max, majority filter) on focus maps already at the decision's scale."""
+        return decide_stack(maps, factor=factor, shape=shape, filter_radius=self.filter_radius,
+                            flat_threshold=self.flat_threshold, threads=self.threads, reduced=True)
 
     def _reduce(self, maps: list, factor: int) -> list[np.ndarray]:
         cached = self._reduced
