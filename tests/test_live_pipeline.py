@@ -44,6 +44,15 @@ def _pipeline(collector, *, engine_factory=maxfocus_factory, fps=60.0, budget_ms
     return LivePipeline(source, publish=collector, config=cfg, engine_factory=engine_factory, metrics=LiveMetrics())
 
 
+def _published(pipeline, collector, n: int) -> list:
+    """Run ``pipeline`` until ``collector`` holds ``n`` published frames; those frames."""
+    pipeline.start()
+    try:
+        return collector.wait_for(n)
+    finally:
+        pipeline.stop()
+
+
 def test_processor_fuses_the_last_k_frames_and_reports_them():
     frames = focus_sweep(48, 64, k=5)
     proc = FrameProcessor(MaxFocusEngine(), k=3, align=False)
@@ -68,11 +77,7 @@ def test_processor_rejects_bad_options():
 def test_pipeline_publishes_fused_frames_in_order():
     collector = Collector()
     pipeline = _pipeline(collector)
-    pipeline.start()
-    try:
-        items = collector.wait_for(12)
-    finally:
-        pipeline.stop()
+    items = _published(pipeline, collector, 12)
     seqs = [p.seq for p in items]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert all(p.fused for p in items)
@@ -90,11 +95,7 @@ def test_engine_error_publishes_the_raw_frame_keeps_going_and_logs_once(caplog):
     pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=2000.0),
                             engine_factory=factory, metrics=metrics)
     with caplog.at_level(logging.WARNING, logger="surgifuse.live.pipeline"):
-        pipeline.start()
-        try:
-            items = collector.wait_for(40)
-        finally:
-            pipeline.stop()
+        items = _published(pipeline, collector, 40)
     assert all(not p.fused and p.reason == "error" for p in items)
     assert all(p.image is p.raw and p.depth is None for p in items)
     assert metrics.frames_unfused.labels("error")._value.get() >= 40
@@ -110,12 +111,8 @@ def test_engine_over_budget_publishes_raw_and_drops_the_late_result():
     factory = lambda name, **options: MaxFocusEngine(delay_s=0.15)  # noqa: E731
     pipeline = LivePipeline(source, publish=collector, config=LiveSettings(align=False, budget_ms=20.0),
                             engine_factory=factory, metrics=metrics)
-    pipeline.start()
-    try:
-        # late, then about 30 frames busy (the late job plus as long a rest), then a probe
-        items = collector.wait_for(60)
-    finally:
-        pipeline.stop()
+    # late, then about 30 frames busy (the late job plus as long a rest), then a probe
+    items = _published(pipeline, collector, 60)
     reasons = {p.reason for p in items}
     assert reasons <= {"late", "busy", "probe"} and "late" in reasons and "busy" in reasons
     assert not any(p.fused for p in items)  # a result that came after its budget is never shown
@@ -161,11 +158,7 @@ def test_one_late_step_of_an_engine_that_usually_fits_costs_one_raw_frame():
 
     collector = Collector()
     pipeline = _pipeline(collector, engine_factory=lambda name, **options: OnceSlow(), fps=25.0, budget_ms=40.0)
-    pipeline.start()
-    try:
-        items = collector.wait_for(45)
-    finally:
-        pipeline.stop()
+    items = _published(pipeline, collector, 45)
     reasons = [p.reason for p in items]
     late = reasons.index("late")
     # no rest and no probe after it: the late job still runs for a frame or two (busy), then fused again
